@@ -1,0 +1,80 @@
+"""Text generators behind one small interface.
+
+A backend turns chat messages into ``n`` text candidates. It owns the chat
+template (taken from the model itself, never assembled by string concatenation
+here), sampling and any caching. Backends are found by name through the
+``slimsql.backends`` entry-point group, the same way a third-party package
+would register one::
+
+    [project.entry-points."slimsql.backends"]
+    my-backend = "my_package:MyBackend"
+
+A backend class is constructed as ``cls(model=..., **options)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Protocol, Sequence, TypedDict, runtime_checkable
+
+from ..errors import InputError
+
+DEFAULT_BACKEND = "llama-cpp"
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One generated text with its cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to sample. ``temperature == 0`` is greedy: the ``n`` candidates are then
+    identical, so backends compute one and repeat it."""
+
+    n: int = 1
+    temperature: float = 0.0
+    seed: int | None = None
+    max_tokens: int = 256
+    top_p: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise InputError(f"--candidates must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            raise InputError(f"--temperature must be 0 or more, got {self.temperature}")
+        if self.max_tokens < 1:
+            raise InputError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    model_name: str
+
+    def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]: ...
+
+
+def available() -> dict[str, object]:
+    """Entry points of every installed backend, by name."""
+    return {ep.name: ep for ep in entry_points(group="slimsql.backends")}
+
+
+def load_backend(name: str = DEFAULT_BACKEND, **options) -> Backend:
+    """Construct the backend registered as ``name``."""
+    found = available()
+    if name not in found:
+        raise InputError(f"unknown backend {name!r}; installed backends: {', '.join(sorted(found))}")
+    cls = found[name].load()
+    return cls(**options)

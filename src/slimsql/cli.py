@@ -1,0 +1,199 @@
+"""Command line: a thin map from commands to library functions.
+
+Every expected failure is a SlimsqlError, printed as one ``error:`` line with
+the error's exit code; an unexpected one is still a single line (exit 70)
+unless SLIMSQL_DEBUG=1 asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__, display, models
+from .backends import DEFAULT_BACKEND, GenerationConfig
+from .connection import Connection
+from .demo import DEMO_QUESTIONS, build_demo
+from .errors import InputError, SlimsqlError
+from .pipeline import Settings
+from .prompts import DEFAULT_STYLE, STYLES
+from .schema import render_compact, render_create
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    generation = GenerationConfig(n=args.candidates, temperature=args.temperature, seed=args.seed,
+                                  max_tokens=args.max_tokens)
+    return Settings(style=args.style, generation=generation, max_rows=args.max_rows, timeout=args.timeout)
+
+
+def _connection(args: argparse.Namespace, settings: Settings | None = None) -> Connection:
+    progress = display.ModelProgress("Preparing model file (first use)")
+    options = {"progress": progress}
+    if getattr(args, "threads", None):
+        options["n_threads"] = args.threads
+    return Connection(args.db, model=getattr(args, "model", None), backend=getattr(args, "backend", DEFAULT_BACKEND),
+                      settings=settings or Settings(max_rows=args.max_rows, timeout=args.timeout),
+                      backend_options=options)
+
+
+def _load_backend(conn: Connection, quiet: bool) -> None:
+    if quiet:
+        conn.backend
+        return
+    with display.err.status("Loading model..."):
+        conn.backend
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    conn = _connection(args, _settings(args))
+    questions = list(args.question) or (list(DEMO_QUESTIONS) if args.demo_questions else [])
+    if not questions:
+        raise InputError("give a question, e.g. slimsql ask --db shop.sqlite \"How many orders are there?\"")
+    _load_backend(conn, quiet=args.json or args.sql_only)
+    for question in questions:
+        answer = conn.ask(question)
+        if args.json:
+            display.print_json(answer.to_dict())
+        elif args.sql_only:
+            print(answer.sql)
+        else:
+            if len(questions) > 1:
+                display.out.print(f"\n[bold]{question}[/bold]")
+            display.show_sql(answer.sql)
+            display.show_rows(answer.columns, answer.rows, answer.truncated,
+                              f"{answer.model}  {display.timings_line(answer.timings)}")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    conn = _connection(args)
+    result = conn.sql(args.query)
+    if args.json:
+        display.print_json({"sql": args.query, "columns": list(result.columns), "rows": [list(r) for r in result.rows],
+                            "truncated": result.truncated, "timings": {"execution": round(result.seconds, 4)}})
+    else:
+        display.show_rows(result.columns, result.rows, result.truncated, f"execution {result.seconds:.3f}s")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    conn = _connection(args)
+    print((render_compact if args.compact else render_create)(conn.schema))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    path = build_demo(args.out, seed=args.seed, force=args.force)
+    display.err.print(f"demo database written to {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = []
+    for spec in models.REGISTRY:
+        state = models.status(spec)
+        if args.verify and state.cached:
+            models.verify(models.cache_path(spec), spec, display.ModelProgress(f"Verifying {spec.name}"), force=True)
+            state = models.status(spec)
+        elif args.prepare and spec.name == models.find(args.prepare).name:
+            models.ensure(spec, display.ModelProgress(f"Assembling {spec.name}"))
+            state = models.status(spec)
+        rows.append({"name": spec.name, "title": spec.title, "size_mb": round(spec.size / 1e6, 1),
+                     "installed": state.installed, "cached": state.cached, "verified": state.verified,
+                     "extra": f"slimsql[{spec.extra}]", "path": str(models.cache_path(spec))})
+    if args.json:
+        display.print_json(rows)
+        return 0
+    yes = lambda flag: "yes" if flag else "no"  # noqa: E731
+    display.show_rows(["name", "MB", "installed", "assembled", "verified", "pip install"],
+                      [(r["name"], r["size_mb"], yes(r["installed"]), yes(r["cached"]),
+                        yes(r["verified"]), r["extra"]) for r in rows], False,
+                      f"cache: {models.home() / 'models'}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other input error
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="slimsql", description="Ask a database questions in plain language with a small local model.")
+    parser.add_argument("--version", action="version", version=f"slimsql {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def db_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", required=True, help="SQLite database file (opened read-only)")
+        p.add_argument("--max-rows", type=_positive_int, default=100, help="row cap (default 100)")
+        p.add_argument("--timeout", type=float, default=10.0, help="query time limit in seconds (default 10)")
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    ask = sub.add_parser("ask", help="answer a question with SQL and its result")
+    ask.add_argument("question", nargs="*", help="the question (several are answered in turn)")
+    db_options(ask)
+    ask.add_argument("--model", help=f"registry name, .gguf path or hub repo id (default {models.DEFAULT_MODEL})")
+    ask.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, or a plugin")
+    ask.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES), help="prompt style")
+    ask.add_argument("--sql-only", action="store_true", help="print only the SQL")
+    ask.add_argument("-n", "--candidates", type=_positive_int, default=1, help="candidates to generate")
+    ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ask.add_argument("--seed", type=int, default=None)
+    ask.add_argument("--max-tokens", type=_positive_int, default=256)
+    ask.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    ask.add_argument("--demo-questions", action="store_true", help="ask the built-in demo questions")
+    ask.set_defaults(func=cmd_ask)
+
+    sql = sub.add_parser("sql", help="run your own SQL through the same read-only execution layer")
+    sql.add_argument("query")
+    db_options(sql)
+    sql.set_defaults(func=cmd_sql)
+
+    schema = sub.add_parser("schema", help="show the schema as the model sees it")
+    schema.add_argument("--db", required=True)
+    schema.add_argument("--compact", action="store_true")
+    schema.set_defaults(func=cmd_schema, max_rows=100, timeout=10.0)
+
+    demo = sub.add_parser("demo", help="build the demo shop database")
+    demo.add_argument("--out", default="shop.sqlite")
+    demo.add_argument("--seed", type=int, default=2024)
+    demo.add_argument("--force", action="store_true", help="replace an existing file")
+    demo.set_defaults(func=cmd_demo)
+
+    mod = sub.add_parser("models", help="list known models: installed, assembled, verified")
+    mod.add_argument("--json", action="store_true")
+    mod.add_argument("--verify", action="store_true", help="re-hash every assembled model file")
+    mod.add_argument("--prepare", metavar="NAME", help="assemble and verify NAME now")
+    mod.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SlimsqlError as err:
+        sql = getattr(err, "sql", None)
+        display.err.print(f"error: {err}" + (f" [SQL: {' '.join(sql.split())}]" if sql else ""),
+                          markup=False, soft_wrap=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        display.err.print("interrupted", markup=False)
+        return 130
+    except Exception as err:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("SLIMSQL_DEBUG"):
+            raise
+        display.err.print(f"error: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                          "(SLIMSQL_DEBUG=1 shows the traceback)", markup=False, soft_wrap=True)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""How the CLI shows things to people: rich tables, highlighted SQL, progress.
+
+Results go to stdout; progress and errors go to stderr so ``--json`` output
+stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"<blob {len(value)} bytes>"
+    return str(value)
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, default=json_default, ensure_ascii=False, indent=2))
+
+
+def show_sql(sql: str) -> None:
+    out.print(Syntax(sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
+
+
+def show_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], truncated: bool, footer: str = "") -> None:
+    rows = list(rows)
+    table = Table(show_edge=True, header_style="bold")
+    for name in columns:
+        table.add_column(Text(name or "?"), overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(_cell(v)) for v in row))
+    out.print(table)
+    note = f"{len(rows)} row{'s' * (len(rows) != 1)}"
+    if truncated:
+        note += f" (truncated at {len(rows)}; raise --max-rows to see more)"
+    out.print(Text(note + ("  " + footer if footer else ""), style="dim"))
+
+
+def timings_line(timings: dict[str, float]) -> str:
+    return "  ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items())
+
+
+class ModelProgress:
+    """Progress bar for assembling/verifying a model file; appears only when used."""
+
+    def __init__(self, label: str = "Preparing model") -> None:
+        self.label = label
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._progress is None:
+            self._progress = Progress(TextColumn(self.label), BarColumn(), DownloadColumn(),
+                                      TimeRemainingColumn(), console=err, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=total)
+        self._progress.update(self._task, completed=done)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

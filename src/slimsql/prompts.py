@@ -1,0 +1,84 @@
+"""Named prompt styles: schema + question -> chat messages.
+
+A style only decides the *messages* (roles and text). Turning messages into the
+model's token sequence is the backend's job, with the chat template the model
+ships, so the same style works on any chat model and training uses exactly the
+messages inference uses.
+
+Every style puts the schema before the question, so prompts for one database
+share a prefix that the backend can cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .backends import Message
+from .errors import InputError
+from .schema import Schema, render_compact, render_create
+
+_DIALECT_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL", "duckdb": "DuckDB", "mysql": "MySQL"}
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    name: str
+    description: str
+    user: str  # template with {schema}, {question}, {dialect}
+    system: str | None = None  # same fields
+    schema_format: Callable[[Schema], str] = render_create
+
+    def messages(self, schema: Schema | str, question: str, dialect: str = "sqlite") -> list[Message]:
+        """Render the style. ``schema`` may be a Schema or already-rendered text."""
+        fields = {
+            "schema": schema if isinstance(schema, str) else self.schema_format(schema),
+            "question": question.strip(),
+            "dialect": _DIALECT_NAMES.get(dialect, dialect),
+        }
+        out: list[Message] = []
+        if self.system:
+            out.append({"role": "system", "content": self.system.format(**fields)})
+        out.append({"role": "user", "content": self.user.format(**fields)})
+        return out
+
+
+STYLES: dict[str, PromptStyle] = {
+    style.name: style
+    for style in (
+        PromptStyle(
+            name="strict-chatml",
+            description="The 350M QLoRA reference: a ChatML system turn that demands raw SQL only.",
+            system="You are a SQL translation engine. Return ONLY raw SQL. Schema: {schema}",
+            user="{question}",
+        ),
+        PromptStyle(
+            name="generate-sql",
+            description="The Qwen3-4B full-SFT reference: one user turn, instruction first.",
+            user="Generate SQL from the given schema and question. Output SQL only.\n\n"
+                 "Schema:\n{schema}\n\nQuestion: {question}",
+        ),
+        PromptStyle(
+            name="sqlite-expert",
+            description="Schema as DDL, question as a SQL comment: the form code models see most.",
+            system="You are a {dialect} expert. Answer with a single {dialect} query and nothing else.",
+            user="{schema}\n\n-- Using valid {dialect}, answer the following question for the tables "
+                 "provided above.\n-- Question: {question}",
+        ),
+        PromptStyle(
+            name="compact",
+            description="strict-chatml with one line per table, for very wide schemas or short contexts.",
+            system="You are a SQL translation engine. Return ONLY raw SQL. Schema: {schema}",
+            user="{question}",
+            schema_format=render_compact,
+        ),
+    )
+}
+DEFAULT_STYLE = "sqlite-expert"
+
+
+def get_style(name: str) -> PromptStyle:
+    try:
+        return STYLES[name]
+    except KeyError:
+        raise InputError(f"unknown prompt style {name!r}; styles: {', '.join(STYLES)}") from None

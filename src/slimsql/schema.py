@@ -1,0 +1,142 @@
+"""Schema values (tables, columns, keys, sample values) and their renderings.
+
+Engines in ``slimsql.db`` produce a :class:`Schema`; prompt styles render it as
+CREATE TABLE text (:func:`render_create`, the form most models were trained on)
+or as one line per table (:func:`render_compact`, for small context windows).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# SQLite's keywords (https://www.sqlite.org/lang_keywords.html); quoting only these keeps
+# ordinary names like ``date`` or ``year`` unquoted in prompts.
+_KEYWORDS = frozenset("""
+ABORT ACTION ADD AFTER ALL ALTER ALWAYS ANALYZE AND AS ASC ATTACH AUTOINCREMENT BEFORE BEGIN BETWEEN BY
+CASCADE CASE CAST CHECK COLLATE COLUMN COMMIT CONFLICT CONSTRAINT CREATE CROSS CURRENT CURRENT_DATE
+CURRENT_TIME CURRENT_TIMESTAMP DATABASE DEFAULT DEFERRABLE DEFERRED DELETE DESC DETACH DISTINCT DO DROP
+EACH ELSE END ESCAPE EXCEPT EXCLUDE EXCLUSIVE EXISTS EXPLAIN FAIL FILTER FIRST FOLLOWING FOR FOREIGN FROM
+FULL GENERATED GLOB GROUP GROUPS HAVING IF IGNORE IMMEDIATE IN INDEX INDEXED INITIALLY INNER INSERT
+INSTEAD INTERSECT INTO IS ISNULL JOIN KEY LAST LEFT LIKE LIMIT MATCH MATERIALIZED NATURAL NO NOT NOTHING
+NOTNULL NULL NULLS OF OFFSET ON OR ORDER OTHERS OUTER OVER PARTITION PLAN PRAGMA PRECEDING PRIMARY QUERY
+RAISE RANGE RECURSIVE REFERENCES REGEXP REINDEX RELEASE RENAME REPLACE RESTRICT RETURNING RIGHT ROLLBACK
+ROW ROWS SAVEPOINT SELECT SET TABLE TEMP TEMPORARY THEN TIES TO TRANSACTION TRIGGER UNBOUNDED UNION
+UNIQUE UPDATE USING VACUUM VALUES VIEW VIRTUAL WHEN WHERE WINDOW WITH WITHOUT
+""".split())
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str = ""
+    nullable: bool = True
+    primary_key: bool = False
+    default: Any = None
+    samples: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...] = ()  # empty: the referenced table's primary key
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    kind: str = "table"  # or "view"
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.primary_key)
+
+
+@dataclass(frozen=True)
+class Schema:
+    tables: tuple[Table, ...]
+    dialect: str = "sqlite"
+    _index: dict = field(default=None, init=False, repr=False, compare=False)
+
+    def table(self, name: str) -> Table | None:
+        """Case-insensitive lookup, as SQLite resolves names."""
+        if self._index is None:
+            object.__setattr__(self, "_index", {t.name.lower(): t for t in self.tables})
+        return self._index.get(name.lower())
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.tables]
+
+
+def quote(name: str) -> str:
+    """Quote an identifier only where SQL needs it (odd characters, keywords)."""
+    if _PLAIN.match(name) and name.upper() not in _KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''").replace("\n", " ") + "'"
+    return repr(value)
+
+
+def _ref_columns(schema: Schema, key: ForeignKey) -> tuple[str, ...]:
+    if key.ref_columns:
+        return key.ref_columns
+    target = schema.table(key.ref_table)
+    return target.primary_key if target else ()
+
+
+def render_create(schema: Schema, *, samples: bool = True) -> str:
+    """CREATE TABLE statements, sample values as trailing comments."""
+    blocks = []
+    for table in schema.tables:
+        pk = table.primary_key
+        lines = []
+        for col in table.columns:
+            text = f"  {quote(col.name)}"
+            if col.type:
+                text += f" {col.type}"
+            if col.primary_key and len(pk) == 1:
+                text += " PRIMARY KEY"
+            elif not col.nullable:
+                text += " NOT NULL"
+            lines.append([text, ", ".join(_literal(v) for v in col.samples) if samples and col.samples else ""])
+        if len(pk) > 1:
+            lines.append([f"  PRIMARY KEY ({', '.join(quote(c) for c in pk)})", ""])
+        for key in table.foreign_keys:
+            refs = _ref_columns(schema, key)
+            target = quote(key.ref_table) + (f" ({', '.join(quote(c) for c in refs)})" if refs else "")
+            lines.append([f"  FOREIGN KEY ({', '.join(quote(c) for c in key.columns)}) REFERENCES {target}", ""])
+        body = []
+        for i, (text, example) in enumerate(lines):
+            comma = "," if i < len(lines) - 1 else ""
+            body.append(f"{text}{comma}" + (f" -- e.g. {example}" if example else ""))
+        kind = "VIEW" if table.kind == "view" else "TABLE"
+        blocks.append(f"CREATE {kind} {quote(table.name)} (\n" + "\n".join(body) + "\n);")
+    return "\n\n".join(blocks)
+
+
+def render_compact(schema: Schema, *, samples: bool = False) -> str:
+    """One line per table: ``name(col TYPE PK, ...)``, then the join keys."""
+    lines, joins = [], []
+    for table in schema.tables:
+        cols = []
+        for col in table.columns:
+            text = quote(col.name) + (f" {col.type}" if col.type else "") + (" PK" if col.primary_key else "")
+            if samples and col.samples:
+                text += " e.g. " + "/".join(_literal(v) for v in col.samples)
+            cols.append(text)
+        lines.append(f"{quote(table.name)}({', '.join(cols)})")
+        for key in table.foreign_keys:
+            for src, dst in zip(key.columns, _ref_columns(schema, key)):
+                joins.append(f"{quote(table.name)}.{quote(src)} = {quote(key.ref_table)}.{quote(dst)}")
+    if joins:
+        lines.append("Joins: " + "; ".join(joins))
+    return "\n".join(lines)

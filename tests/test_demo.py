@@ -1,0 +1,35 @@
+import sqlite3
+
+import pytest
+
+from slimsql.demo import build_demo
+from slimsql.errors import InputError
+
+from .conftest import sha256
+
+
+def test_deterministic(tmp_path):
+    a, b = build_demo(tmp_path / "a.sqlite"), build_demo(tmp_path / "b.sqlite")
+    assert sha256(a) == sha256(b)
+    assert sha256(build_demo(tmp_path / "c.sqlite", seed=7)) != sha256(a)
+
+
+def test_realistic_content(demo_master):
+    conn = sqlite3.connect(demo_master)
+    counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+              for t in ("customers", "orders", "order_items", "products", "categories", "employees", "payments")}
+    assert sum(counts.values()) > 5000 and counts["orders"] == 2500
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert conn.execute("SELECT count(*) FROM orders WHERE status = 'cancelled'").fetchone()[0] > 100
+    assert conn.execute("SELECT count(*) FROM orders WHERE employee_id IS NULL").fetchone()[0] > 0
+    assert conn.execute("SELECT count(*) FROM customers WHERE phone IS NULL").fetchone()[0] > 0
+    assert conn.execute("SELECT count(*) FROM employees WHERE manager_id IS NULL").fetchone()[0] == 1
+    years = {r[0] for r in conn.execute("SELECT DISTINCT substr(order_date, 1, 4) FROM orders")}
+    assert years == {"2023", "2024", "2025"}
+
+
+def test_refuses_to_overwrite(tmp_path):
+    path = build_demo(tmp_path / "shop.sqlite")
+    with pytest.raises(InputError, match="--force"):
+        build_demo(path)
+    build_demo(path, force=True)
