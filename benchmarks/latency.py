@@ -1,0 +1,163 @@
+"""Latency benchmark: cold start, median and p90 seconds per question.
+
+One run measures, on the same questions (a fixed list on the demo database and a
+seeded sample of Spider dev when ../shared/benchmarks/spider is present):
+
+* cold start: a fresh process that imports slimsql, opens the database, loads the
+  (already assembled) model and answers one question;
+* per-question latency of the whole road (schema, generation, execution) with the
+  llama.cpp backend and with the transformers backend on the same weights;
+
+and writes ``benchmarks/results/latency-<model>.json`` (plus a Markdown table on stdout).
+
+    python benchmarks/latency.py                      # both backends, 0.5B, greedy
+    python benchmarks/latency.py --backends llama-cpp --spider-n 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import slimsql
+from slimsql.demo import DEMO_QUESTIONS, build_demo
+from slimsql.errors import SlimsqlError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPIDER = ROOT.parent / "shared" / "benchmarks" / "spider"
+DEMO_EXTRA = (
+    "What are the names of the 3 most expensive products?",
+    "How many customers are there in each country?",
+    "What is the average salary of employees by title?",
+    "Which payment method is used most often?",
+    "How many orders were placed online in 2024?",
+    "List the categories that have no parent category.",
+    "What is the total stock of discontinued products?",
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarize(seconds: list[float]) -> dict:
+    return {"n": len(seconds), "median_s": round(statistics.median(seconds), 3),
+            "p90_s": round(percentile(seconds, 0.9), 3), "mean_s": round(statistics.fmean(seconds), 3),
+            "max_s": round(max(seconds), 3)}
+
+
+def spider_sample(n: int, seed: int) -> list[tuple[Path, str]]:
+    if n <= 0 or not (SPIDER / "dev.json").exists():
+        return []
+    examples = json.loads((SPIDER / "dev.json").read_text())
+    runnable = [e for e in examples if (SPIDER / "database" / e["db_id"] / f"{e['db_id']}.sqlite").exists()]
+    picked = random.Random(seed).sample(runnable, min(n, len(runnable)))
+    return [(SPIDER / "database" / e["db_id"] / f"{e['db_id']}.sqlite", e["question"]) for e in picked]
+
+
+def cold_start(db: Path, question: str, model: str, backend: str) -> float:
+    code = ("import time, sys; t = time.perf_counter(); import slimsql; "
+            f"a = slimsql.connect({str(db)!r}, model={model!r}, backend={backend!r}).ask({question!r}); "
+            "print(time.perf_counter() - t)")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"cold start run failed: {out.stderr.strip().splitlines()[-1:]}")
+    return round(wall, 3)
+
+
+def run_backend(name: str, model: str, suites: dict[str, list[tuple[Path, str]]], threads: int | None) -> dict:
+    from slimsql.backends import load_backend
+
+    options = {"n_threads": threads} if threads else {}
+    start = time.perf_counter()
+    backend = load_backend(name, model=model, **options)
+    load = time.perf_counter() - start
+    report = {"backend": name, "model": backend.model_name, "load_s": round(load, 3), "suites": {}}
+    connections: dict[Path, slimsql.Connection] = {}
+    for suite, questions in suites.items():
+        rows = []
+        for db, question in questions:
+            conn = connections.get(db) or connections.setdefault(db, slimsql.connect(db, backend=backend))
+            start = time.perf_counter()
+            try:
+                answer = conn.ask(question)
+                status, timings, tokens = "ok", answer.timings, answer.tokens
+            except SlimsqlError as err:
+                status, timings, tokens = type(err).__name__, {}, {}
+            rows.append({"db": db.stem, "question": question, "seconds": round(time.perf_counter() - start, 3),
+                         "status": status, "timings": timings, "tokens": tokens})
+            print(f"  [{name}] {suite}: {rows[-1]['seconds']:.2f}s {status}  {question[:60]}", file=sys.stderr)
+        report["suites"][suite] = {"summary": summarize([r["seconds"] for r in rows]),
+                                   "answered": sum(r["status"] == "ok" for r in rows), "questions": rows}
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--backends", default="llama-cpp,transformers")
+    parser.add_argument("--db", type=Path, help="demo database (built in a temp folder if omitted)")
+    parser.add_argument("--spider-n", type=int, default=20, help="Spider dev questions to sample (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    tmp = tempfile.TemporaryDirectory()
+    db = args.db or build_demo(Path(tmp.name) / "shop.sqlite")
+    suites = {"demo": [(db, q) for q in DEMO_QUESTIONS + DEMO_EXTRA]}
+    if spider := spider_sample(args.spider_n, args.seed):
+        suites["spider-dev-sample"] = spider
+
+    results = {
+        "benchmark": "slimsql latency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version()},
+        "model": args.model, "decoding": "greedy", "style": slimsql.Settings().style,
+        "command": "python " + " ".join(sys.argv),
+        "questions": {k: len(v) for k, v in suites.items()},
+        "cold_start_s": {},
+        "backends": [],
+    }
+    for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        results["cold_start_s"][name] = cold_start(db, DEMO_QUESTIONS[0], args.model, name)
+        results["backends"].append(run_backend(name, args.model, suites, args.threads))
+
+    medians = {b["backend"]: {s: v["summary"]["median_s"] for s, v in b["suites"].items()} for b in results["backends"]}
+    if {"llama-cpp", "transformers"} <= set(medians):
+        results["speedup_llama_over_transformers"] = {
+            s: round(medians["transformers"][s] / medians["llama-cpp"][s], 2) for s in medians["llama-cpp"]}
+
+    out = args.out or ROOT / "benchmarks" / "results" / f"latency-{args.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+    print(f"| backend | suite | questions | answered | median s | p90 s | load s | cold start s |")
+    print(f"|---|---|---|---|---|---|---|---|")
+    for b in results["backends"]:
+        for suite, data in b["suites"].items():
+            s = data["summary"]
+            print(f"| {b['backend']} | {suite} | {s['n']} | {data['answered']} | {s['median_s']} | {s['p90_s']} "
+                  f"| {b['load_s']} | {results['cold_start_s'][b['backend']]} |")
+    if "speedup_llama_over_transformers" in results:
+        print(f"\nllama.cpp speed-up over transformers (median): {results['speedup_llama_over_transformers']}")
+    print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""``slimsql eval ...``: benchmark runs, reports and comparisons."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .. import display, models
+from ..backends import DEFAULT_BACKEND, GenerationConfig, load_backend
+from ..errors import InputError
+from ..pipeline import Settings
+from ..prompts import DEFAULT_STYLE, STYLES
+from . import datasets
+from .compare import compare, to_markdown
+from .report import write_report
+from .runner import RunConfig, run
+
+DEFAULT_SPIDER = Path("../shared/benchmarks/spider")  # relative to the repository root, as in the README
+
+
+def _load(args: argparse.Namespace) -> datasets.Dataset:
+    if args.format == "spider":
+        return datasets.load_spider(args.data or DEFAULT_SPIDER, args.split)
+    if args.format == "bird":
+        if not args.data:
+            raise InputError("--data is required (the BIRD folder with dev.json and dev_databases/)")
+        return datasets.load_bird(args.data, args.split)
+    if not args.data:
+        raise InputError("--data is required")
+    if args.format == "context":
+        return datasets.load_create_context(args.data, Path(args.out) / "context-dbs")
+    return datasets.load_jsonl(args.data, db=args.db, db_root=args.db_root)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    dataset = _load(args).sample(args.limit, args.seed)
+    config = RunConfig(dataset=dataset.name, split=dataset.split, model=args.model or models.DEFAULT_MODEL,
+                       backend=args.backend, style=args.style, semantics=args.semantics,
+                       temperature=args.temperature, timeout=args.timeout, limit=args.limit, seed=args.seed)
+    settings = Settings(style=args.style, generation=GenerationConfig(temperature=args.temperature, seed=args.seed,
+                                                                     max_tokens=args.max_tokens),
+                        timeout=args.timeout)
+    options = {"progress": display.ModelProgress("Preparing model file (first use)")}
+    if args.threads:
+        options["n_threads"] = args.threads
+    with display.err.status("Loading model..."):
+        backend = load_backend(args.backend, model=args.model, **options)
+    summary = run(dataset, backend, Path(args.out), config, settings)
+    write_report(args.out)
+    missing = summary["dataset"]["missing_dbs"]
+    note = f" ({sum(missing.values())} examples without a database: {', '.join(sorted(missing))})" if missing else ""
+    print(f"{dataset.name} {dataset.split}: {summary['examples']} examples, {summary['scored']} scored{note}")
+    print(f"EX {100 * (summary['ex'] or 0):.1f}%  EM {100 * (summary['em'] or 0):.1f}%  "
+          f"valid {100 * (summary['valid_sql'] or 0):.1f}%  -> {args.out}/report.md")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    md, page = write_report(args.run)
+    print(f"wrote {md} and {page}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    result = compare(args.run_a, args.run_b, resamples=args.resamples, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(to_markdown(result))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
+    ev = sub.add_parser("eval", help="evaluate a model on a benchmark; reports; comparisons")
+    kinds = ev.add_subparsers(dest="eval_command", required=True, parser_class=parser_class)
+    for name, help_text in (("spider", "Spider (dev.json, tables.json, database/)"),
+                            ("bird", "BIRD (dev.json with evidence, dev_databases/)"),
+                            ("jsonl", "generic JSONL: question + sql, with --db or per-record db"),
+                            ("context", "sql-create-context style: CREATE TABLE context + question + answer")):
+        p = kinds.add_parser(name, help=help_text)
+        p.set_defaults(func=cmd_run, format=name)
+        p.add_argument("--data", help="benchmark folder or file" + (" (default ../shared/benchmarks/spider)"
+                                                                   if name == "spider" else ""))
+        p.add_argument("--split", default="dev")
+        p.add_argument("--db", help="database for every record (jsonl)")
+        p.add_argument("--db-root", help="folder with <db_id>/<db_id>.sqlite (jsonl)")
+        p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+        p.add_argument("--model", help=f"default {models.DEFAULT_MODEL}")
+        p.add_argument("--backend", default=DEFAULT_BACKEND)
+        p.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES))
+        p.add_argument("--semantics", default="bird" if name == "bird" else "spider", choices=("spider", "bird"))
+        p.add_argument("--limit", type=int, default=None, help="evaluate a seeded sample of this many examples")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--temperature", type=float, default=0.0)
+        p.add_argument("--max-tokens", type=int, default=256)
+        p.add_argument("--timeout", type=float, default=30.0, help="per-query time limit (s)")
+        p.add_argument("--threads", type=int, default=None)
+    rep = kinds.add_parser("report", help="(re)write report.md and report.html of a run folder")
+    rep.add_argument("run")
+    rep.set_defaults(func=cmd_report)
+    cmp = kinds.add_parser("compare", help="paired comparison of two runs with bootstrap CIs")
+    cmp.add_argument("run_a")
+    cmp.add_argument("run_b")
+    cmp.add_argument("--resamples", type=int, default=2000)
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--json", action="store_true")
+    cmp.set_defaults(func=cmd_compare)

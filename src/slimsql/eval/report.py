@@ -1,0 +1,137 @@
+"""Reports of a run folder: ``report.md`` and ``report.html`` with plots.
+
+A run folder holds ``config.json``, ``predictions.jsonl`` and ``metrics.json``;
+the report is rebuilt from those files alone, so it can be made again at any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from . import metrics
+from .runner import load_records
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def load_run(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    folder = Path(folder)
+    path = folder / "metrics.json"
+    if not path.exists():
+        raise InputError(f"{folder} is not a run folder (no metrics.json)")
+    return json.loads(path.read_text()), load_records(folder / "predictions.jsonl")
+
+
+def _plots(summary: dict[str, Any], records: list[dict[str, Any]], folder: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []  # plots need the eval extra; the tables are still written
+    files = []
+    levels = metrics.HARDNESS
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 0.38
+    ex = [100 * (summary["by_hardness"][lv]["ex"] or 0) for lv in levels]
+    em = [100 * (summary["by_hardness"][lv]["em"] or 0) for lv in levels]
+    xs = range(len(levels))
+    ax.bar([x - width / 2 for x in xs], ex, width, label="execution (EX)")
+    ax.bar([x + width / 2 for x in xs], em, width, label="exact match (EM)")
+    ax.set_xticks(list(xs), [f"{lv}\n(n={summary['by_hardness'][lv]['count']})" for lv in levels])
+    ax.set_ylabel("%"), ax.set_ylim(0, 100), ax.legend(), ax.set_title("Accuracy by Spider hardness")
+    fig.tight_layout()
+    files.append(folder / "accuracy_by_hardness.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    cats = [c for c in metrics.CATEGORIES if c != "correct"]
+    ax.barh(cats, [summary["categories"][c] for c in cats], color="#c0504d")
+    ax.invert_yaxis(), ax.set_xlabel("examples"), ax.set_title("Errors by category")
+    fig.tight_layout()
+    files.append(folder / "error_categories.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    gen = [r["gen_s"] for r in records if r.get("gen_s") is not None]
+    if gen:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.hist(gen, bins=40, color="#4f81bd")
+        ax.set_xlabel("seconds"), ax.set_ylabel("examples"), ax.set_title("Generation time per example")
+        fig.tight_layout()
+        files.append(folder / "generation_latency.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    return files
+
+
+def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    cfg, ds = summary["config"], summary["dataset"]
+    missing = ", ".join(f"{k} ({v})" for k, v in sorted(ds.get("missing_dbs", {}).items())) or "none"
+    overview = [
+        ["benchmark", f"{ds['name']} {ds['split']}"],
+        ["examples", f"{summary['examples']} ({summary['scored']} scored; missing databases: {missing}; "
+                     f"gold errors: {summary['gold_errors']})"],
+        ["model / backend", f"{cfg['model']} / {cfg['backend']}"],
+        ["prompt style, decoding", f"{cfg['style']}, temperature {cfg['temperature']}"],
+        ["execution accuracy (EX)", _pct(summary["ex"])],
+        ["test-suite accuracy", _pct(summary["test_suite"])],
+        ["exact set match (EM)", _pct(summary["em"])],
+        ["valid SQL", _pct(summary["valid_sql"])],
+        ["schema adherence", _pct(summary["schema_adherence"])],
+        ["strict format", _pct(summary["strict_format"])],
+    ]
+    hardness = [[lv, str(v["count"]), _pct(v["ex"]), _pct(v["em"])] for lv, v in summary["by_hardness"].items()]
+    categories = [[c, str(n)] for c, n in summary["categories"].items()]
+    t, lat = summary.get("timing", {}), summary["latency_s"]
+    timing = [
+        ["wall time (this session)", f"{t.get('wall_s', 0)} s"],
+        ["generation (sum)", f"{t.get('generation_s', 0)} s"],
+        ["execution + scoring (sum, overlapped with generation)", f"{t.get('scoring_s', 0)} s"],
+        ["generation per example (median / p90)",
+         f"{lat['generation']['median']} / {lat['generation']['p90']} s" if lat.get("generation") else "-"],
+        ["prompt / completion tokens (mean)",
+         f"{summary['tokens']['prompt_mean']} / {summary['tokens']['completion_mean']}"],
+    ]
+    return [("Overview", ["metric", "value"], overview),
+            ("By hardness", ["hardness", "examples", "EX", "EM"], hardness),
+            ("Error categories", ["category", "examples"], categories),
+            ("Time", ["what", "value"], timing)]
+
+
+def write_report(folder: str | Path) -> tuple[Path, Path]:
+    folder = Path(folder)
+    summary, records = load_run(folder)
+    plots = _plots(summary, records, folder)
+    tables = _tables(summary)
+
+    md = [f"# slimsql eval report: {summary['dataset']['name']} {summary['dataset']['split']}", ""]
+    for title, head, rows in tables:
+        md += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    md += [f"![{p.stem}]({p.name})" for p in plots]
+    (folder / "report.md").write_text("\n".join(md) + "\n")
+
+    parts = [f"<!doctype html><meta charset=utf-8><title>slimsql eval report</title>"
+             "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}</style>",
+             f"<h1>slimsql eval report: {html.escape(summary['dataset']['name'])} "
+             f"{html.escape(summary['dataset']['split'])}</h1>"]
+    for title, head, rows in tables:
+        parts.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                     + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                                         for r in rows) + "</table>")
+    for plot in plots:
+        data = base64.b64encode(plot.read_bytes()).decode()
+        parts.append(f'<p><img alt="{plot.stem}" src="data:image/png;base64,{data}"></p>')
+    (folder / "report.html").write_text("\n".join(parts) + "\n")
+    return folder / "report.md", folder / "report.html"

@@ -1,0 +1,174 @@
+"""The command line: exit codes, one-line errors, no tracebacks, outputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slimsql import cli
+from slimsql.backends.scripted import ScriptedBackend
+
+from .conftest import sha256
+
+
+def run(*args, env=None):
+    """Run the real CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "slimsql.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def assert_one_line_error(out, code):
+    assert out.returncode == code, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+
+
+def test_missing_database(tmp_path):
+    assert_one_line_error(run("sql", "--db", str(tmp_path / "nope.sqlite"), "SELECT 1"), 3)
+
+
+def test_not_a_sqlite_file(tmp_path):
+    bogus = tmp_path / "bogus.sqlite"
+    bogus.write_text("hello, I am a text file\n" * 10)
+    assert_one_line_error(run("sql", "--db", str(bogus), "SELECT 1"), 3)
+    assert_one_line_error(run("ask", "--db", str(bogus), "How many?"), 3)
+
+
+def test_empty_and_huge_questions(demo_db):
+    assert_one_line_error(run("ask", "--db", str(demo_db), "   "), 2)
+    assert_one_line_error(run("ask", "--db", str(demo_db), "why " * 1000), 2)
+    assert_one_line_error(run("ask", "--db", str(demo_db)), 2)
+
+
+def test_unknown_model_and_missing_or_corrupt_model_file(demo_db, tmp_path):
+    assert_one_line_error(run("ask", "--db", str(demo_db), "--model", "gpt-17", "How many?"), 7)
+    assert_one_line_error(run("ask", "--db", str(demo_db), "--model", str(tmp_path / "x.gguf"), "How many?"), 7)
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"\x00" * 1000)
+    out = run("ask", "--db", str(demo_db), "--model", str(corrupt), "How many?")
+    assert_one_line_error(out, 7)
+    assert "not a GGUF" in out.stderr
+
+
+def test_corrupt_cached_registry_model(demo_db, tmp_path):
+    """A damaged file in the cache is refused with a clear error, never loaded."""
+    from slimsql import models
+
+    spec = models.find("smollm2-135m")
+    cached = tmp_path / "models" / spec.filename
+    cached.parent.mkdir()
+    cached.write_bytes(b"GGUF" + b"\0" * 1000)
+    out = run("ask", "--db", str(demo_db), "--model", "smollm2-135m", "How many?", env={"SLIMSQL_HOME": str(tmp_path)})
+    assert_one_line_error(out, 7)
+    assert "corrupt" in out.stderr
+
+
+def test_unsafe_sql_and_timeout_exit_codes(demo_db):
+    before = sha256(demo_db)
+    assert_one_line_error(run("sql", "--db", str(demo_db), "DROP TABLE orders"), 4)
+    bomb = "SELECT count(*) FROM order_items a, order_items b, order_items c"
+    out = run("sql", "--db", str(demo_db), "--timeout", "0.5", bomb)
+    assert_one_line_error(out, 5)
+    assert "time limit" in out.stderr
+    assert sha256(demo_db) == before
+
+
+def test_bad_flag_values(demo_db):
+    assert_one_line_error(run("sql", "--db", str(demo_db), "--max-rows", "0", "SELECT 1"), 2)
+    assert_one_line_error(run("ask", "--db", str(demo_db), "--style", "nope", "q"), 2)
+    assert_one_line_error(run("ask", "--db", str(demo_db), "--temperature", "-1", "q"), 2)
+
+
+def test_sql_json(demo_db):
+    out = run("sql", "--db", str(demo_db), "--json", "--max-rows", "3", "SELECT customer_id FROM customers ORDER BY 1")
+    data = json.loads(out.stdout)
+    assert data["rows"] == [[1], [2], [3]] and data["truncated"] is True and data["columns"] == ["customer_id"]
+
+
+def test_sql_table_output(demo_db):
+    out = run("sql", "--db", str(demo_db), "SELECT name FROM categories WHERE name LIKE 'L%'")
+    assert out.returncode == 0 and "Laptops" in out.stdout and "1 row" in out.stdout
+
+
+def test_demo_command(tmp_path):
+    target = tmp_path / "shop.sqlite"
+    assert run("demo", "--out", str(target)).returncode == 0
+    assert_one_line_error(run("demo", "--out", str(target)), 2)
+    assert run("demo", "--out", str(target), "--force").returncode == 0
+
+
+def test_schema_command(demo_db):
+    out = run("schema", "--db", str(demo_db), "--compact")
+    assert out.returncode == 0 and out.stdout.startswith("categories(")
+
+
+# In-process runs with a scripted model, for what a subprocess cannot script.
+
+@pytest.fixture
+def scripted(monkeypatch):
+    def install(*replies):
+        backend = ScriptedBackend(list(replies))
+        monkeypatch.setattr("slimsql.connection.load_backend", lambda name, **kw: backend)
+        return backend
+    return install
+
+
+def test_ask_json_has_everything_scripts_need(demo_db, scripted, capsys):
+    scripted("```sql\nSELECT status, count(*) AS n FROM orders WHERE status = 'cancelled' GROUP BY status;\n```")
+    assert cli.main(["ask", "--db", str(demo_db), "--json", "How many orders were cancelled?"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rows"] == [["cancelled", 254]] and data["columns"] == ["status", "n"]
+    assert {"sql", "truncated", "timings", "model", "fixes", "raw", "tokens"} <= set(data)
+    assert data["fixes"] == ["fence", "semicolon"]
+
+
+def test_ask_sql_only(demo_db, scripted, capsys):
+    scripted("SELECT count(*) FROM orders WHERE status = 'cancelled'")
+    assert cli.main(["ask", "--db", str(demo_db), "--sql-only", "How many orders were cancelled?"]) == 0
+    assert capsys.readouterr().out.strip() == "SELECT count(*) FROM orders WHERE status = 'cancelled'"
+
+
+def test_ask_table_output(demo_db, scripted, capsys):
+    scripted("SELECT count(*) AS n FROM products")
+    assert cli.main(["ask", "--db", str(demo_db), "How many products?"]) == 0
+    out = capsys.readouterr().out
+    assert "46" in out and "SELECT" in out and "generation" in out
+
+
+def test_model_output_that_is_not_sql(demo_db, scripted, capsys):
+    scripted("I'm sorry, I can't help with that.")
+    assert cli.main(["ask", "--db", str(demo_db), "q?"]) == 6
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model output is not SQL") and "\n" not in err
+
+
+def test_model_query_that_fails_shows_the_sql(demo_db, scripted, capsys):
+    scripted("SELECT total FROM orders")
+    assert cli.main(["ask", "--db", str(demo_db), "q?"]) == 5
+    err = capsys.readouterr().err.strip()
+    assert "no such column: total" in err and "[SQL: SELECT total FROM orders]" in err and "\n" not in err
+
+
+def test_unexpected_errors_are_one_line(demo_db, monkeypatch, capsys):
+    def boom(*a, **k):
+        raise RuntimeError("kaboom\nsecond line")
+    monkeypatch.setattr("slimsql.connection.load_backend", boom)
+    assert cli.main(["ask", "--db", str(demo_db), "q?"]) == 70
+    assert capsys.readouterr().err.strip().startswith("error: unexpected RuntimeError: kaboom")
+
+
+def test_several_questions_keep_going(demo_db, scripted, capsys):
+    scripted("SELECT nope FROM orders", "SELECT count(*) FROM products")
+    assert cli.main(["ask", "--db", str(demo_db), "--sql-only", "first?", "second?"]) == 5
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "SELECT count(*) FROM products"
+    assert "no such column: nope" in captured.err
+
+
+def test_demo_questions_succeed_when_the_model_answers_some(demo_db, scripted, capsys):
+    scripted(*(["SELECT count(*) FROM products"] + ["SELECT nope FROM orders"] * 4))
+    assert cli.main(["ask", "--db", str(demo_db), "--demo-questions"]) == 0
+    assert "1 of 5 demo questions answered" in capsys.readouterr().err

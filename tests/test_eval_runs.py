@@ -1,0 +1,239 @@
+"""Loaders, runs (resume, robustness, overlap), reports and comparisons, with a scripted model."""
+
+import json
+import sqlite3
+
+import pytest
+
+from slimsql import cli
+from slimsql.backends import GenerationConfig
+from slimsql.backends.scripted import ScriptedBackend
+from slimsql.errors import InputError, ModelError
+from slimsql.eval import datasets
+from slimsql.eval.compare import compare, paired_bootstrap
+from slimsql.eval.metrics import categorize, schema_adherence
+from slimsql.eval.report import write_report
+from slimsql.eval.runner import RunConfig, load_records, run
+from slimsql.pipeline import Settings
+from slimsql.schema import Column, Schema, Table
+
+from .conftest import SPIDER
+
+
+@pytest.fixture
+def spider_like(tmp_path):
+    """A tiny Spider-format benchmark: two databases (one a two-file test suite), one missing."""
+    root = tmp_path / "bench"
+    for db_id, files in (("shop", ["shop"]), ("zoo", ["zoo", "zoo_variant"])):
+        (root / "database" / db_id).mkdir(parents=True)
+        for i, name in enumerate(files):
+            conn = sqlite3.connect(root / "database" / db_id / f"{name}.sqlite")
+            conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL, note BLOB)")
+            rows = [(1, "apple", 1.5, b"\xff\xfe"), (2, "pear", 2.0, None), (3, "fig", 3.25 + 0.15 * i, None)]
+            conn.executemany("INSERT INTO item VALUES (?, ?, ?, ?)", rows)
+            conn.execute("INSERT INTO item VALUES (4, CAST(X'C3FF' AS TEXT), 0, NULL)")  # invalid UTF-8 text
+            conn.commit()
+            conn.close()
+    dev = [
+        {"db_id": "shop", "question": "How many items?", "query": "SELECT count(*) FROM item"},
+        {"db_id": "shop", "question": "Names by price?", "query": "SELECT name FROM item ORDER BY price"},
+        {"db_id": "zoo", "question": "Items under 3.5?", "query": "SELECT name FROM item WHERE price < 3.5"},
+        {"db_id": "gone", "question": "Anything?", "query": "SELECT 1"},
+        {"db_id": "shop", "question": "All names?", "query": "SELECT name FROM item"},
+    ]
+    (root / "dev.json").write_text(json.dumps(dev))
+    return root
+
+
+ANSWERS = {
+    "How many items?": "```sql\nSELECT COUNT(*) FROM item;\n```",          # right, cleaned
+    "Names by price?": "SELECT name FROM item ORDER BY price DESC",          # wrong order
+    "Items under 3.5?": "SELECT name FROM item WHERE price < 3.3",          # right on one db only
+    "All names?": "SELECT nme FROM item",                                   # unknown column
+}
+
+
+def scripted(answers=ANSWERS):
+    return ScriptedBackend(lambda messages, config: answers[messages[-1]["content"].split("Question: ")[-1]])
+
+
+def config(**kw):
+    return RunConfig(**{"dataset": "spider", "split": "dev", "model": "scripted", "backend": "scripted",
+                        "style": "sqlite-expert", **kw})
+
+
+def test_spider_loader_counts_missing_databases(spider_like):
+    ds = datasets.load_spider(spider_like)
+    assert len(ds.examples) == 5 and ds.missing_dbs == {"gone": 1}
+    assert [len(e.db_paths) for e in ds.examples] == [1, 1, 2, 0, 1]
+    assert ds.examples[2].db_paths[0].name == "zoo.sqlite"  # the db_id's own file first
+    assert ds.sample(3, seed=1).examples == ds.sample(3, seed=1).examples
+    with pytest.raises(InputError, match="unknown Spider split"):
+        datasets.load_spider(spider_like, "test")
+
+
+def test_run_scores_every_metric(spider_like, tmp_path):
+    ds = datasets.load_spider(spider_like)
+    summary = run(ds, scripted(), tmp_path / "run", config(), Settings(), show_progress=False)
+    records = {r["question"]: r for r in load_records(tmp_path / "run" / "predictions.jsonl")}
+    assert records["How many items?"]["ex"] and records["How many items?"]["em"]
+    assert records["How many items?"]["fixes"] == ["fence", "semicolon"] and not records["How many items?"]["strict"]
+    assert not records["Names by price?"]["ex"] and records["Names by price?"]["category"] == "wrong result"
+    assert records["Items under 3.5?"]["ex"] and records["Items under 3.5?"]["ts"] is False
+    assert records["All names?"]["category"] == "unknown column" and not records["All names?"]["schema_ok"]
+    assert records["Anything?"]["missing_db"]
+    assert summary["examples"] == 5 and summary["scored"] == 4 and summary["missing_db"] == 1
+    assert summary["ex"] == 0.5 and summary["test_suite"] == 0.0 and summary["valid_sql"] == 0.75
+    assert summary["dataset"]["missing_dbs"] == {"gone": 1}
+    assert summary["categories"]["correct"] == 2
+    assert set(summary["timing"]) >= {"wall_s", "generation_s", "scoring_s"}
+
+
+def test_run_resumes_and_survives_failures(spider_like, tmp_path):
+    ds = datasets.load_spider(spider_like)
+    calls = []
+
+    def flaky(messages, cfg):
+        question = messages[-1]["content"].split("Question: ")[-1]
+        calls.append(question)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user stops the run
+        return ANSWERS[question]
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(ds, ScriptedBackend(flaky), out, config(), Settings(), show_progress=False)
+    assert len(load_records(out / "predictions.jsonl")) == 2
+    with (out / "predictions.jsonl").open("a") as f:
+        f.write('{"id": "dev-2", "torn')  # a crash mid-write
+    calls.clear()
+    summary = run(ds, scripted(), out, config(), Settings(), show_progress=False)
+    assert summary["examples"] == 5 and summary["ex"] == 0.5
+    with pytest.raises(InputError, match="different run"):
+        run(ds, scripted(), out, config(style="compact"), Settings(), show_progress=False)
+
+
+def test_generation_errors_and_timeouts_do_not_stop_a_run(spider_like, tmp_path):
+    ds = datasets.load_spider(spider_like)
+
+    def answer(messages, cfg):
+        question = messages[-1]["content"].split("Question: ")[-1]
+        if question == "How many items?":
+            raise ModelError("prompt too long")
+        if question == "Names by price?":
+            return ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                    "SELECT count(*) FROM c")
+        return "I do not know."
+
+    summary = run(ds, ScriptedBackend(answer), tmp_path / "run", config(timeout=0.3), Settings(), show_progress=False)
+    assert summary["scored"] == 4 and summary["ex"] == 0.0
+    assert summary["categories"]["timeout"] == 1 and summary["categories"]["format"] == 3
+
+
+def test_report_and_compare(spider_like, tmp_path):
+    ds = datasets.load_spider(spider_like)
+    run(ds, scripted(), tmp_path / "a", config(), Settings(), show_progress=False)
+    better = {**ANSWERS, "Names by price?": "SELECT name FROM item ORDER BY price", "All names?": "SELECT name FROM item"}
+    run(ds, scripted(better), tmp_path / "b", config(), Settings(), show_progress=False)
+    md, page = write_report(tmp_path / "b")
+    text = md.read_text()
+    assert "execution accuracy (EX) | 100.0%" in text and "| easy |" in text and "wta" not in text
+    assert "<table>" in page.read_text()
+    result = compare(tmp_path / "a", tmp_path / "b", resamples=500)
+    assert result["examples"] == 4 and result["metrics"]["ex"]["diff"] == 0.5
+    assert sorted(result["fixed"]) == ["dev-1", "dev-4"] and result["broken"] == []
+
+
+def test_cli_eval_commands(spider_like, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("slimsql.eval.cli.load_backend", lambda name, **kw: scripted())
+    out = tmp_path / "run"
+    assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(out), "--limit", "4"]) == 0
+    assert "EX " in capsys.readouterr().out
+    assert cli.main(["eval", "report", str(out)]) == 0
+    assert cli.main(["eval", "compare", str(out), str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert data["metrics"]["ex"]["diff"] == 0.0
+    assert cli.main(["eval", "report", str(tmp_path / "nothing")]) == 2
+
+
+def test_paired_bootstrap():
+    same = [1.0, 0.0, 1.0, 1.0]
+    assert paired_bootstrap(same, same) == (0.0, 0.0, 0.0)
+    diff, low, high = paired_bootstrap([0.0] * 50 + [1.0] * 50, [1.0] * 100, seed=3)
+    assert diff == 0.5 and 0.35 < low < 0.5 < high < 0.65
+
+
+def test_create_context_and_jsonl_loaders(tmp_path):
+    ctx = tmp_path / "ctx.jsonl"
+    rows = [{"context": "CREATE TABLE head (age INTEGER, name VARCHAR)", "question": "How many heads?",
+             "answer": "SELECT COUNT(*) FROM head"},
+            {"context": "CREATE TABLE broken (", "question": "q", "answer": "SELECT 1"}]
+    ctx.write_text("\n".join(json.dumps(r) for r in rows))
+    ds = datasets.load_create_context(ctx, tmp_path / "dbs")
+    assert ds.examples[0].executable and not ds.examples[1].executable
+    out = run(ds, ScriptedBackend(["SELECT count(*) FROM head"]), tmp_path / "run",
+              config(dataset="create-context"), Settings(), show_progress=False)
+    assert out["scored"] == 1 and out["ex"] == 1.0 and out["missing_db"] == 1
+
+    db = tmp_path / "mine.sqlite"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
+    jl = tmp_path / "q.jsonl"
+    jl.write_text(json.dumps({"question": "How many?", "sql": "SELECT count(*) FROM t"}) + "\n")
+    ds = datasets.load_jsonl(jl, db=db)
+    assert ds.examples[0].db_paths == (db,)
+    jl.write_text('{"question": "no sql"}\n')
+    with pytest.raises(InputError, match="needs 'question' and 'sql'"):
+        datasets.load_jsonl(jl, db=db)
+
+
+def test_bird_loader(tmp_path):
+    (tmp_path / "dev_databases" / "fin").mkdir(parents=True)
+    sqlite3.connect(tmp_path / "dev_databases" / "fin" / "fin.sqlite").execute("CREATE TABLE a (x)").connection.close()
+    (tmp_path / "dev.json").write_text(json.dumps([{"question_id": 7, "db_id": "fin", "question": "q?",
+                                                    "evidence": "x means y", "SQL": "SELECT x FROM a",
+                                                    "difficulty": "simple"}]))
+    ex = datasets.load_bird(tmp_path).examples[0]
+    assert (ex.id, ex.evidence, ex.difficulty, ex.executable) == ("7", "x means y", "simple", True)
+
+
+@pytest.mark.parametrize("sql,ok", [
+    ("SELECT name FROM item", True),
+    ("SELECT nme FROM item", False),
+    ("SELECT name FROM items", False),
+    ("SELECT i.name FROM item AS i", True),
+    ("SELECT i.nme FROM item AS i", False),
+    ("WITH c AS (SELECT name AS n FROM item) SELECT n FROM c", True),
+    ("SELECT count(*) AS total FROM item ORDER BY total", True),
+    ("SELECT s.n FROM (SELECT name AS n FROM item) AS s", True),
+])
+def test_schema_adherence(sql, ok):
+    schema = Schema(tables=(Table("item", (Column("id"), Column("name"))),))
+    assert schema_adherence(sql, schema) is ok
+
+
+def test_categorize():
+    assert categorize({"ex": True}) == "correct"
+    assert categorize({"extract_error": "x"}) == "format"
+    assert categorize({"exec_error": "query stopped after the 30 s time limit"}) == "timeout"
+    assert categorize({"exec_error": "near \"FROM\": syntax error"}) == "syntax"
+    assert categorize({"valid": True, "ex": False}) == "wrong result"
+
+
+@pytest.mark.skipif(not (SPIDER / "dev.json").exists(), reason="Spider not in ../shared/benchmarks")
+def test_every_spider_dev_gold_scores_100_against_itself(tmp_path):
+    """The whole harness on real data: answering with the gold query must score 100% EX and EM."""
+    ds = datasets.load_spider(SPIDER, "dev")
+    gold = {(ex.db_id, ex.question): ex.gold_sql for ex in ds.examples}
+    schema_text = {}
+
+    def oracle(messages, cfg):
+        question = messages[-1]["content"].split("-- Question: ")[-1]
+        for (db_id, q), sql in gold.items():
+            if q == question and db_id == schema_text.get("db"):
+                return sql
+        return next(sql for (db_id, q), sql in gold.items() if q == question)
+
+    summary = run(ds, ScriptedBackend(oracle), tmp_path / "gold", config(), Settings(samples=0), show_progress=False)
+    assert summary["examples"] == 1034 and summary["missing_db"] == 62 and summary["dataset"]["missing_dbs"] == {"wta_1": 62}
+    assert summary["scored"] == 972 and summary["gold_errors"] == 0
+    assert summary["ex"] == 1.0 and summary["em"] == 1.0 and summary["valid_sql"] == 1.0

@@ -1,0 +1,73 @@
+"""End to end with the real embedded model (installed by .ci/run).
+
+These check the real path: model assembly and verification, the chat template
+read from the GGUF file, llama.cpp generation (greedy and sampled candidates),
+and the transformers backend on the same weights.
+"""
+
+import pytest
+
+import slimsql
+from slimsql.backends import GenerationConfig
+
+from .conftest import require_model, sha256
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def llama():
+    require_model()
+    from slimsql.backends.llama_cpp import LlamaCppBackend
+
+    return LlamaCppBackend()
+
+
+def test_chat_template_comes_from_the_model(llama):
+    prompt = llama._format(messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]).prompt
+    # Qwen2.5's own ChatML template, as stored in the GGUF metadata.
+    assert prompt == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    assert "{%" in llama.llm.metadata["tokenizer.chat_template"]
+
+
+def test_answers_demo_questions(llama, demo_db):
+    before = sha256(demo_db)
+    conn = slimsql.connect(demo_db, backend=llama)
+    answer = conn.ask("How many products are there?")
+    assert answer.rows == [(46,)], answer.sql
+    answer = conn.ask("How many orders were cancelled?")
+    assert answer.rows == [(254,)], answer.sql
+    assert answer.model == "qwen2.5-coder-0.5b" and answer.tokens["completion"] > 0
+    assert sha256(demo_db) == before
+
+
+def test_greedy_is_deterministic_and_sampling_gives_n(llama):
+    messages = [{"role": "user", "content": "Write a SQL query that counts rows in table t."}]
+    greedy = llama.generate(messages, GenerationConfig(n=2, max_tokens=24))
+    assert len(greedy) == 2 and greedy[0].text == greedy[1].text
+    assert llama.generate(messages, GenerationConfig(max_tokens=24))[0].text == greedy[0].text
+    sampled = llama.generate(messages, GenerationConfig(n=3, temperature=1.2, seed=7, max_tokens=24))
+    assert len(sampled) == 3 and len({c.text for c in sampled}) > 1
+    again = llama.generate(messages, GenerationConfig(n=3, temperature=1.2, seed=7, max_tokens=24))
+    assert [c.text for c in again] == [c.text for c in sampled]  # seeded
+
+
+def test_public_api_one_liner(demo_db):
+    require_model()
+    answer = slimsql.connect(str(demo_db)).ask("How many products?")
+    assert answer.rows == [(46,)]
+
+
+@pytest.mark.transformers
+def test_transformers_backend_same_weights(demo_db):
+    require_model()
+    pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    from slimsql.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend()
+    text = backend.tokenizer.apply_chat_template([{"role": "user", "content": "U"}], tokenize=False,
+                                                 add_generation_prompt=True)
+    assert text.endswith("<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
+    answer = slimsql.connect(demo_db, backend=backend).ask("How many products are there?")
+    assert answer.rows == [(46,)], answer.sql
