@@ -16,7 +16,7 @@ $(VENV)/.slimsql-setup: pyproject.toml scripts/install-llama.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	scripts/install-llama.sh $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[embedded,dev]"
+	$(BIN)/python -m pip install -q -e ".[embedded,eval,dev]"
 	touch $@
 
 setup-transformers: setup               ## the transformers backend (CPU torch)

@@ -150,8 +150,14 @@ def _fingerprint(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _in_cache(path: Path) -> bool:
+    return path.resolve().parent == (home() / "models").resolve()
+
+
 def is_verified(path: Path, sha256: str) -> bool:
     """True if the sidecar says ``path`` (unchanged since) has hash ``sha256``."""
+    if not _in_cache(path):
+        return False  # files outside our cache are hashed each time: we write nothing beside them
     try:
         record = json.loads(_sidecar(path).read_text())
         return record.get("sha256") == sha256 and record.get("file") == _fingerprint(path)
@@ -182,7 +188,8 @@ def verify(path: Path, spec: ModelSpec, progress: Progress | None = None, *, for
     if actual != spec.sha256:
         raise ModelError(f"model file {path} is corrupt: SHA-256 {actual[:12]}..., expected {spec.sha256[:12]}...; "
                          f"delete it and run again to rebuild it")
-    _sidecar(path).write_text(json.dumps({"sha256": actual, "file": _fingerprint(path)}))
+    if _in_cache(path):
+        _sidecar(path).write_text(json.dumps({"sha256": actual, "file": _fingerprint(path)}))
 
 
 def assemble(spec: ModelSpec, progress: Progress | None = None) -> Path:

@@ -134,10 +134,9 @@ def extract(text: str, dialect: str = "sqlite") -> Extraction:
     if fence:
         fixes.append("fence")
         body = fence.group(2)
-        outside = (raw[: fence.start()] + raw[fence.end() :]).strip()
         if raw[: fence.start()].strip():
             fixes.append("prose_before")
-        if raw[fence.end() :].strip() and not outside.startswith("```"):
+        if raw[fence.end() :].strip():
             fixes.append("prose_after")
 
     for match in _START.finditer(body):

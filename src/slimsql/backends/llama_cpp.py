@@ -1,10 +1,12 @@
 """llama.cpp through llama-cpp-python: the default, CPU-friendly backend.
 
 The chat template is read from the GGUF file's own metadata and rendered with
-llama-cpp-python's Jinja2 formatter. Consecutive prompts that share a prefix
-(the schema, in every prompt style) reuse llama.cpp's evaluated tokens, and a
-RAM prompt cache keeps the states of recent prefixes, so a second question on
-the same database only pays for its own tokens.
+llama-cpp-python's Jinja2 formatter. The prompt cache is llama.cpp's own: a prompt
+that shares a prefix with the previous one (the schema, in every prompt style)
+reuses the evaluated tokens in the KV cache, so a second question on the same
+database only pays for its own tokens. (llama-cpp-python's LlamaRAMCache is not
+used: its saved states carry the full logits array, which its capacity does not
+count, and it grew past 20 GB over a Spider run.)
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ class LlamaCppBackend:
     name = "llama-cpp"
 
     def __init__(self, model: str | None = None, *, n_threads: int | None = None, n_ctx: int = 4096,
-                 prompt_cache_mb: int = 512, progress=None, on_load=None, **_):
+                 progress=None, on_load=None, **_):
         resolved = models.resolve(model, progress)
         try:
-            from llama_cpp import Llama, LlamaRAMCache
+            from llama_cpp import Llama
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError:
             raise ModelError("llama-cpp-python is not installed; install it with: pip install 'slimsql[llama]'") from None
@@ -40,8 +42,6 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
         self.load_seconds = time.perf_counter() - start
-        if prompt_cache_mb > 0:
-            self.llm.set_cache(LlamaRAMCache(capacity_bytes=prompt_cache_mb << 20))
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelError(f"{resolved.path.name} carries no chat template; use an instruct/chat model")
