@@ -172,3 +172,30 @@ def test_demo_questions_succeed_when_the_model_answers_some(demo_db, scripted, c
     scripted(*(["SELECT count(*) FROM products"] + ["SELECT nope FROM orders"] * 4))
     assert cli.main(["ask", "--db", str(demo_db), "--demo-questions"]) == 0
     assert "1 of 5 demo questions answered" in capsys.readouterr().err
+
+
+def test_first_use_assembles_then_loads_without_overlapping_displays(demo_db, tmp_path, monkeypatch, capsys):
+    """Assembly progress (a bar) and loading (a spinner) must not be live at once (rich forbids it)."""
+    import hashlib
+
+    from slimsql import models
+
+    blob = b"GGUF" + bytes(range(256)) * 40
+    pkg = tmp_path / "site" / "fake_cli_part1"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "part01.bin").write_bytes(blob)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("SLIMSQL_HOME", str(tmp_path / "home"))
+    spec = models.ModelSpec(name="fake", title="fake", filename="fake.gguf", size=len(blob),
+                            sha256=hashlib.sha256(blob).hexdigest(), extra="fake", parts=("fake_cli_part1",))
+
+    def backend(name, model=None, progress=None, on_load=None, **kw):
+        path = models.ensure(spec, progress)  # what a real backend does through models.resolve
+        on_load(models.ModelFile(name=spec.name, path=path))
+        return ScriptedBackend(["SELECT count(*) FROM products"], model=spec.name)
+
+    monkeypatch.setattr("slimsql.connection.load_backend", backend)
+    assert cli.main(["ask", "--db", str(demo_db), "--sql-only", "How many products?"]) == 0
+    assert capsys.readouterr().out.strip() == "SELECT count(*) FROM products"
+    assert models.cache_path(spec).read_bytes() == blob

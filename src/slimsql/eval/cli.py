@@ -41,11 +41,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings(style=args.style, generation=GenerationConfig(temperature=args.temperature, seed=args.seed,
                                                                      max_tokens=args.max_tokens),
                         timeout=args.timeout)
-    options = {"progress": display.ModelProgress("Preparing model file (first use)")}
+    loading = display.ModelLoading()
+    options = loading.options()
     if args.threads:
         options["n_threads"] = args.threads
-    with display.err.status("Loading model..."):
+    try:
         backend = load_backend(args.backend, model=args.model, **options)
+    finally:
+        loading.done()
     summary = run(dataset, backend, Path(args.out), config, settings)
     write_report(args.out)
     missing = summary["dataset"]["missing_dbs"]
