@@ -86,6 +86,7 @@ def test_run_scores_every_metric(spider_like, tmp_path):
     assert summary["ex"] == 0.5 and summary["test_suite"] == 0.0 and summary["valid_sql"] == 0.75
     assert summary["dataset"]["missing_dbs"] == {"gone": 1}
     assert summary["categories"]["correct"] == 2
+    assert summary["cleaning"] == {"outputs": 4, "rejected": 0, "fence": 1, "semicolon": 1}
     assert set(summary["timing"]) >= {"wall_s", "generation_s", "scoring_s"}
 
 
@@ -205,9 +206,16 @@ def test_bird_loader(tmp_path):
     ("WITH c AS (SELECT name AS n FROM item) SELECT n FROM c", True),
     ("SELECT count(*) AS total FROM item ORDER BY total", True),
     ("SELECT s.n FROM (SELECT name AS n FROM item) AS s", True),
+    ("SELECT s.name FROM (SELECT name AS n FROM item) AS s", False),
+    # A column must exist in its own SELECT's tables (or an enclosing one), not just anywhere:
+    ("SELECT count(*) FROM item WHERE owner_id IN (SELECT owner_id FROM owner)", False),
+    ("SELECT name FROM item WHERE id IN (SELECT item_id FROM owner WHERE owner.owner_id = item.id)", True),
+    ("SELECT name FROM item WHERE id IN (SELECT item_id FROM owner WHERE owner_id = id)", True),  # correlated
+    ("SELECT o.name FROM owner AS o", False),
 ])
 def test_schema_adherence(sql, ok):
-    schema = Schema(tables=(Table("item", (Column("id"), Column("name"))),))
+    schema = Schema(tables=(Table("item", (Column("id"), Column("name"))),
+                            Table("owner", (Column("owner_id"), Column("item_id")))))
     assert schema_adherence(sql, schema) is ok
 
 
@@ -237,3 +245,22 @@ def test_every_spider_dev_gold_scores_100_against_itself(tmp_path):
     assert summary["examples"] == 1034 and summary["missing_db"] == 62 and summary["dataset"]["missing_dbs"] == {"wta_1": 62}
     assert summary["scored"] == 972 and summary["gold_errors"] == 0
     assert summary["ex"] == 1.0 and summary["em"] == 1.0 and summary["valid_sql"] == 1.0
+
+
+def test_rescore_keeps_generations_and_redoes_scoring(spider_like, tmp_path, capsys):
+    ds = datasets.load_spider(spider_like)
+    out = tmp_path / "run"
+    backend = scripted()
+    first = run(ds, backend, out, config(), Settings(), show_progress=False)
+    calls = len(backend.calls)
+    path = out / "predictions.jsonl"
+    records = load_records(path)
+    for r in records:  # pretend an older metric scored everything wrong
+        r.update(ex=False, schema_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli.main(["eval", "rescore", str(out), "--data", str(spider_like)]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["ex"] == first["ex"] == 0.5 and again["schema_adherence"] == first["schema_adherence"]
+    assert [r["raw"] for r in load_records(path) if "raw" in r] == [r["raw"] for r in records if "raw" in r]
+    assert len(backend.calls) == calls  # nothing generated again
+    assert "rescored 4 examples" in capsys.readouterr().out

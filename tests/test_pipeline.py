@@ -108,3 +108,13 @@ def test_style_changes_the_messages(demo_db):
     conn.ask("How many?")
     system = backend.calls[0][0][0]
     assert system["role"] == "system" and system["content"].startswith("You are a SQL translation engine.")
+
+
+def test_identical_failing_candidates_run_once(demo_db, monkeypatch):
+    conn, _ = connect(demo_db, [["SELECT nope FROM orders"] * 3])
+    runs = []
+    original = conn.db.execute
+    monkeypatch.setattr(conn.db, "execute", lambda sql, **kw: runs.append(sql) or original(sql, **kw))
+    with pytest.raises(QueryError):
+        conn.ask("q", n=3)
+    assert runs == ["SELECT nope FROM orders"]

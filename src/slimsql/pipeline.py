@@ -106,10 +106,14 @@ def execute_first(db: Database, candidates: list[Candidate], extractions: list[E
     there was SQL), so a single greedy answer reports exactly what went wrong.
     """
     first_error: SlimsqlError | None = None
+    tried: set[str] = set()
     for index, extraction in enumerate(extractions):
         if isinstance(extraction, NoSQLError):
             first_error = first_error or extraction
             continue
+        if extraction.sql in tried:  # identical candidates (greedy n > 1) fail identically
+            continue
+        tried.add(extraction.sql)
         try:
             return index, db.execute(extraction.sql, max_rows=settings.max_rows, timeout=settings.timeout)
         except SlimsqlError as err:

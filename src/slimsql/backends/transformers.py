@@ -63,7 +63,8 @@ class TransformersBackend:
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs, max_new_tokens=config.max_tokens, do_sample=sample, num_return_sequences=runs,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.eos_token_id if self.tokenizer.pad_token_id is None
+                else self.tokenizer.pad_token_id,
                 **({"temperature": config.temperature, "top_p": config.top_p} if sample else
                    {"temperature": None, "top_p": None, "top_k": None}),
             )

@@ -14,7 +14,7 @@ from ..prompts import DEFAULT_STYLE, STYLES
 from . import datasets
 from .compare import compare, to_markdown
 from .report import write_report
-from .runner import RunConfig, run
+from .runner import RunConfig, rescore, run
 
 DEFAULT_SPIDER = Path("../shared/benchmarks/spider")  # relative to the repository root, as in the README
 
@@ -59,6 +59,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    saved = Path(args.run) / "config.json"
+    if not saved.exists():
+        raise InputError(f"{args.run} is not a run folder (no config.json)")
+    config = RunConfig(**json.loads(saved.read_text()))
+    args.format = {"create-context": "context"}.get(config.dataset, config.dataset)
+    args.split, args.out = config.split, args.run
+    summary = rescore(_load(args).sample(config.limit, config.seed), Path(args.run), config)
+    write_report(args.run)
+    print(f"rescored {summary['scored']} examples: EX {100 * (summary['ex'] or 0):.1f}%  "
+          f"EM {100 * (summary['em'] or 0):.1f}%  -> {args.run}/report.md")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     md, page = write_report(args.run)
     print(f"wrote {md} and {page}")
@@ -99,6 +113,12 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
         p.add_argument("--max-tokens", type=int, default=256)
         p.add_argument("--timeout", type=float, default=30.0, help="per-query time limit (s)")
         p.add_argument("--threads", type=int, default=None)
+    res = kinds.add_parser("rescore", help="execute and score a run's predictions again (after a metric change)")
+    res.add_argument("run")
+    res.add_argument("--data", help="the benchmark the run used (default for spider: ../shared/benchmarks/spider)")
+    res.add_argument("--db")
+    res.add_argument("--db-root")
+    res.set_defaults(func=cmd_rescore)
     rep = kinds.add_parser("report", help="(re)write report.md and report.html of a run folder")
     rep.add_argument("run")
     rep.set_defaults(func=cmd_report)

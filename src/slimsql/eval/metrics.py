@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
 
 from ..schema import Schema
 
@@ -20,49 +21,65 @@ CATEGORIES = ("correct", "wrong result", "unknown column", "unknown table", "syn
               "other error")
 
 
-def schema_adherence(sql: str, schema: Schema) -> bool:
-    """True when every table and column the query names exists in ``schema``.
+def _outputs(source) -> set[str] | None:
+    """Column names a derived table or CTE provides (None: unknown, e.g. SELECT *)."""
+    select = source.expression
+    if any(isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+           for e in getattr(select, "expressions", [])):
+        return None
+    return {name.lower() for name in getattr(select, "named_selects", [])}
 
-    Names the query defines itself (CTEs, table and column aliases, derived
-    tables) are allowed; a qualified column must exist in the table it names.
+
+def schema_adherence(sql: str, schema: Schema) -> bool:
+    """True when every table and column the query names exists where SQL looks for it.
+
+    Scopes come from sqlglot's optimizer: a column must belong to a source of its own
+    SELECT or of an enclosing one (correlated subqueries), where a source is a schema
+    table, a CTE or a derived table (its output columns); select aliases count too.
     """
     try:
         tree = sqlglot.parse_one(sql, read=schema.dialect)
+        scopes = traverse_scope(tree) if tree is not None else []
     except Exception:
         return False
-    if tree is None:
+    if not scopes:
         return False
-    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
-    defined = {a.alias.lower() for a in tree.find_all(exp.Alias) if a.alias}
-    for alias in tree.find_all(exp.TableAlias):
-        defined.update(c.name.lower() for c in alias.columns)
-    aliases: dict[str, str | None] = {}  # table alias -> real table (None: derived)
-    for table in tree.find_all(exp.Table):
-        name = table.name.lower()
-        if name in ctes:
-            aliases[(table.alias or table.name).lower()] = None
-            continue
-        if schema.table(name) is None:
-            return False
-        aliases[(table.alias or table.name).lower()] = name
-    for sub in tree.find_all(exp.Subquery):
-        if sub.alias:
-            aliases[sub.alias.lower()] = None
-    all_columns = {c.name.lower() for t in schema.tables for c in t.columns}
-    for column in tree.find_all(exp.Column):
-        if isinstance(column.this, exp.Star):
-            continue
-        name = column.name.lower()
-        if column.table:
-            target = aliases.get(column.table.lower(), column.table.lower())
-            if target is None:
-                continue  # a CTE or derived table: its columns are the query's own
-            table = schema.table(target)
-            if table is None or all(c.name.lower() != name for c in table.columns):
+    for scope in scopes:
+        for source in scope.sources.values():
+            if isinstance(source, exp.Table) and schema.table(source.name) is None:
                 return False
-        elif name not in all_columns and name not in defined:
-            return False
+        aliases = {e.alias.lower() for e in getattr(scope.expression, "expressions", []) if isinstance(e, exp.Alias)}
+        for column in scope.columns:
+            if isinstance(column.this, exp.Star):
+                continue
+            if column.find_ancestor(exp.Select) is not scope.expression and isinstance(scope.expression, exp.Select):
+                continue  # sqlglot also lists a subquery's unresolved columns here; checked in their own scope
+            if not _column_found(column, scope, schema, aliases):
+                return False
     return True
+
+
+def _column_found(column: exp.Column, scope, schema: Schema, aliases: set[str]) -> bool:
+    name, qualifier = column.name.lower(), column.table.lower()
+    if not qualifier and name in aliases:
+        return True
+    current = scope
+    while current is not None:
+        sources = {k.lower(): v for k, v in current.sources.items()}
+        candidates = [sources[qualifier]] if qualifier in sources else ([] if qualifier else list(sources.values()))
+        for source in candidates:
+            if isinstance(source, exp.Table):
+                table = schema.table(source.name)
+                if table is not None and any(c.name.lower() == name for c in table.columns):
+                    return True
+            else:
+                outputs = _outputs(source)
+                if outputs is None or name in outputs:
+                    return True
+        if qualifier in sources:
+            return False  # the qualifier names a source that lacks the column
+        current = current.parent
+    return False
 
 
 def categorize(record: dict[str, Any]) -> str:
@@ -98,6 +115,16 @@ def _seconds(values: list[float]) -> dict[str, float] | None:
             "mean": round(statistics.fmean(ordered), 3)}
 
 
+def _cleaning(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How often model output needed each clean-up, or could not be reduced to SQL."""
+    generated = [r for r in records if "raw" in r or r.get("extract_error")]
+    counts = {"outputs": len(generated), "rejected": sum(bool(r.get("extract_error")) for r in generated)}
+    for record in generated:
+        for fix in record.get("fixes") or ():
+            counts[fix] = counts.get(fix, 0) + 1
+    return counts
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Run-level metrics over scored records (one per example)."""
     scored = [r for r in records if r.get("executable") and not r.get("gold_error")]
@@ -122,6 +149,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "valid_sql": _rate(r["valid"] for r in scored),
         "schema_adherence": _rate(r["schema_ok"] for r in scored if r.get("schema_ok") is not None),
         "strict_format": _rate(r["strict"] for r in records),
+        "cleaning": _cleaning(records),
         "by_hardness": by_hardness,
         "categories": categories,
         "latency_s": {"generation": _seconds(generation),

@@ -22,11 +22,19 @@ def _pct(value: float | None) -> str:
 
 
 def load_run(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run's summary and records. The metrics are recomputed from ``predictions.jsonl``
+    with the current metric code; only timing, config and dataset notes come from
+    ``metrics.json``, which is rewritten to match."""
     folder = Path(folder)
     path = folder / "metrics.json"
     if not path.exists():
         raise InputError(f"{folder} is not a run folder (no metrics.json)")
-    return json.loads(path.read_text()), load_records(folder / "predictions.jsonl")
+    summary = json.loads(path.read_text())
+    records = load_records(folder / "predictions.jsonl")
+    if records:
+        summary.update(metrics.summarize(records))
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary, records
 
 
 def _plots(summary: dict[str, Any], records: list[dict[str, Any]], folder: Path) -> list[Path]:
@@ -92,6 +100,7 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
     ]
     hardness = [[lv, str(v["count"]), _pct(v["ex"]), _pct(v["em"])] for lv, v in summary["by_hardness"].items()]
     categories = [[c, str(n)] for c, n in summary["categories"].items()]
+    cleaning = [[k, str(v)] for k, v in summary.get("cleaning", {}).items()]
     t, lat = summary.get("timing", {}), summary["latency_s"]
     timing = [
         ["wall time (this session)", f"{t.get('wall_s', 0)} s"],
@@ -105,6 +114,7 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
     return [("Overview", ["metric", "value"], overview),
             ("By hardness", ["hardness", "examples", "EX", "EM"], hardness),
             ("Error categories", ["category", "examples"], categories),
+            ("Model output clean-ups", ["clean-up", "outputs"], cleaning),
             ("Time", ["what", "value"], timing)]
 
 

@@ -239,3 +239,44 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
                          "scoring_s": round(timing["scoring_s"], 2), "examples_this_session": len(todo)}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+#: What generation produced; everything else in a record is scoring, redone by rescore().
+GENERATED = ("id", "db_id", "question", "gold_sql", "executable", "missing_db", "strict", "raw", "pred_sql",
+             "fixes", "extract_error", "gen_s", "prompt_tokens", "completion_tokens")
+
+
+def rescore(dataset: Dataset, out: Path, config: RunConfig) -> dict[str, Any]:
+    """Execute and score a run's stored predictions again with the current metric code.
+
+    No generation: for when a metric changes after a run. The records keep what the
+    model wrote; ``predictions.jsonl`` and ``metrics.json`` are rewritten.
+    """
+    out = Path(out)
+    records = load_records(out / "predictions.jsonl")
+    if not records:
+        raise InputError(f"{out} has no predictions to rescore")
+    examples = {ex.id: ex for ex in dataset.examples}
+    scorer, schemas, rescored = Scorer(config.semantics, config.timeout), {}, []
+    try:
+        for record in records:
+            example = examples.get(record["id"])
+            if example is None or not example.executable:
+                rescored.append(record)
+                continue
+            path = example.db_paths[0]
+            if path not in schemas:
+                with SQLiteDatabase(path) as db:
+                    schemas[path] = db.schema(0)
+            base = {k: record[k] for k in GENERATED if k in record}
+            rescored.append(scorer.score(example, schemas[path], base))
+    finally:
+        scorer.close()
+    tmp = out / "predictions.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rescored), encoding="utf-8")
+    tmp.replace(out / "predictions.jsonl")
+    metrics_path = out / "metrics.json"
+    summary = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    summary.update(metrics.summarize(rescored))
+    metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
