@@ -22,7 +22,7 @@ with published Spider breakdowns (dev: 248 easy, 446 medium, 174 hard, 166 extra
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlglot
@@ -235,7 +235,7 @@ def _query(node: exp.Expression, schema: Schema | None, key_map: dict[str, str],
         if node.args.get("order") or node.args.get("limit"):  # they belong to the last query in Spider
             query = _with_order(query, node, _Scope({}, schema, key_map, parent))
         for part, kind in zip(reversed(parts[:-1]), reversed(kinds)):
-            query = _replace(_query(part, schema, key_map, parent), **{kind: query})
+            query = replace(_query(part, schema, key_map, parent), **{kind: query})
         return query
     if not isinstance(node, exp.Select):
         raise ValueError(f"not a query: {node.key}")
@@ -275,13 +275,7 @@ def _with_order(query: Query, node: exp.Expression, scope: _Scope) -> Query:
     if order is not None and order.expressions:
         direction = "desc" if order.expressions[-1].args.get("desc") else "asc"
         spec = (direction, tuple(_val_unit(o.this, scope) for o in order.expressions))
-    return _replace(query, order=spec or query.order, limit=query.limit or node.args.get("limit") is not None)
-
-
-def _replace(query: Query, **changes: Any) -> Query:
-    from dataclasses import replace
-
-    return replace(query, **changes)
+    return replace(query, order=spec or query.order, limit=query.limit or node.args.get("limit") is not None)
 
 
 def parse_query(sql: str, schema: Schema | None = None, key_map: dict[str, str] | None = None) -> Query:

@@ -144,6 +144,29 @@ def _check_config(out: Path, config: RunConfig) -> None:
     path.write_text(json.dumps(asdict(config), indent=2) + "\n")
 
 
+def _generate(example: Example, backend: Backend, settings: pipeline.Settings, schemas: dict[Path, Schema],
+              record: dict[str, Any]) -> Schema:
+    """The road up to extraction for one example (main thread); fills ``record``."""
+    path = example.db_paths[0]
+    try:
+        if path not in schemas:
+            with SQLiteDatabase(path) as db:
+                schemas[path] = db.schema(settings.samples)
+        schema = schemas[path]
+        messages = pipeline.render(schema, _question(example), settings)
+        start = time.perf_counter()
+        candidate = backend.generate(messages, settings.generation)[0]
+        record.update(gen_s=round(time.perf_counter() - start, 4), raw=candidate.text,
+                      prompt_tokens=candidate.prompt_tokens, completion_tokens=candidate.completion_tokens)
+        extraction = extract(candidate.text, schema.dialect)
+        record.update(pred_sql=extraction.sql, fixes=list(extraction.fixes), strict=extraction.strict)
+    except NoSQLError as err:
+        record["extract_error"] = str(err)
+    except SlimsqlError as err:  # e.g. an unreadable database or a prompt too long
+        record["extract_error"] = f"{type(err).__name__}: {err}"
+    return schemas.get(path) or Schema(tables=())
+
+
 def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
         settings: pipeline.Settings, show_progress: bool = True) -> dict[str, Any]:
     out = Path(out)
@@ -201,26 +224,8 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
                         pending.result()
                     write(record)
                     continue
-                path = example.db_paths[0]
-                try:
-                    if path not in schemas:
-                        with SQLiteDatabase(path) as db:
-                            schemas[path] = db.schema(settings.samples)
-                    schema = schemas[path]
-                    messages = pipeline.render(schema, _question(example), settings)
-                    start = time.perf_counter()
-                    candidate = backend.generate(messages, settings.generation)[0]
-                    record["gen_s"] = round(time.perf_counter() - start, 4)
-                    timing["generation_s"] += record["gen_s"]
-                    record.update(raw=candidate.text, prompt_tokens=candidate.prompt_tokens,
-                                  completion_tokens=candidate.completion_tokens)
-                    extraction = extract(candidate.text, schema.dialect)
-                    record.update(pred_sql=extraction.sql, fixes=list(extraction.fixes), strict=extraction.strict)
-                except NoSQLError as err:
-                    record["extract_error"] = str(err)
-                except SlimsqlError as err:  # e.g. an unreadable database or a prompt too long
-                    record["extract_error"] = f"{type(err).__name__}: {err}"
-                    schema = schemas.get(path) or Schema(tables=())
+                schema = _generate(example, backend, settings, schemas, record)
+                timing["generation_s"] += record.get("gen_s") or 0.0
                 if pending:
                     pending.result()  # keep one example in flight: order kept, memory bounded
                 pending = pool.submit(score_and_write, example, schema, record)
