@@ -87,6 +87,7 @@ def test_run_scores_every_metric(spider_like, tmp_path):
     assert summary["dataset"]["missing_dbs"] == {"gone": 1}
     assert summary["categories"]["correct"] == 2
     assert summary["cleaning"] == {"outputs": 4, "rejected": 0, "fence": 1, "semicolon": 1}
+    assert summary["strict_format"] == 0.75  # over the 4 generated outputs, not the missing-database example
     assert set(summary["timing"]) >= {"wall_s", "generation_s", "scoring_s"}
 
 

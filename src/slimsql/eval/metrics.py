@@ -148,7 +148,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "em": _rate(r["em"] for r in parsed_gold),
         "valid_sql": _rate(r["valid"] for r in scored),
         "schema_adherence": _rate(r["schema_ok"] for r in scored if r.get("schema_ok") is not None),
-        "strict_format": _rate(r["strict"] for r in records),
+        "strict_format": _rate(r["strict"] for r in records if "raw" in r or r.get("extract_error")),
         "cleaning": _cleaning(records),
         "by_hardness": by_hardness,
         "categories": categories,
