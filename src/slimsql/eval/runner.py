@@ -62,11 +62,19 @@ class Scorer:
     def __init__(self, semantics: str, timeout: float):
         self.semantics, self.timeout = semantics, timeout
         self._dbs: dict[Path, SQLiteDatabase] = {}
+        self._keys: dict[int, tuple[Schema, dict[str, str]]] = {}
 
     def db(self, path: Path) -> SQLiteDatabase:
         if path not in self._dbs:
             self._dbs[path] = SQLiteDatabase(path, timeout=self.timeout, max_rows=EVAL_MAX_ROWS)
         return self._dbs[path]
+
+    def _key_map(self, schema: Schema) -> dict[str, str]:
+        """Foreign-key column map of a schema, computed once per schema."""
+        key = id(schema)
+        if key not in self._keys:
+            self._keys[key] = (schema, exact.key_map_from_schema(schema))  # keep schema alive: id stays unique
+        return self._keys[key][1]
 
     def _rows(self, path: Path, sql: str):
         return self.db(path).execute(sql).rows
@@ -74,10 +82,12 @@ class Scorer:
     def score(self, example: Example, schema: Schema, record: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         gold_sql = example.gold_sql
+        keys = self._key_map(schema)
         try:
-            record["hardness"] = exact.hardness(gold_sql, schema)
+            gold_query = exact.parse_query(gold_sql, schema, keys)  # parsed once: hardness and EM
+            record["hardness"] = exact.hardness(gold_query)
         except ValueError:
-            record["hardness"] = None
+            gold_query, record["hardness"] = None, None
         try:
             gold = [self._rows(p, gold_sql) for p in example.db_paths]
         except SlimsqlError as err:
@@ -85,10 +95,15 @@ class Scorer:
             return self._finish(record, start)
         pred_sql = record.get("pred_sql")
         record.update(valid=False, ex=False, ts=False if len(example.db_paths) > 1 else None, schema_ok=False)
-        try:
-            record["em"] = exact.exact_match(pred_sql or "", gold_sql, schema) if pred_sql else False
-        except ValueError:
+        if gold_query is None:
             record["em"] = None  # the gold query itself is outside what the matcher parses
+        elif pred_sql:
+            try:
+                record["em"] = exact.exact_match_queries(exact.parse_query(pred_sql, schema, keys), gold_query)
+            except ValueError:
+                record["em"] = False
+        else:
+            record["em"] = False
         if pred_sql is None:
             return self._finish(record, start)
         record["schema_ok"] = metrics.schema_adherence(pred_sql, schema)
@@ -144,15 +159,20 @@ def _check_config(out: Path, config: RunConfig) -> None:
     path.write_text(json.dumps(asdict(config), indent=2) + "\n")
 
 
+def _schema(path: Path, samples: int, schemas: dict[Path, Schema]) -> Schema:
+    """Introspect each database once per run (a short-lived read-only connection)."""
+    if path not in schemas:
+        with SQLiteDatabase(path) as db:
+            schemas[path] = db.schema(samples)
+    return schemas[path]
+
+
 def _generate(example: Example, backend: Backend, settings: pipeline.Settings, schemas: dict[Path, Schema],
               record: dict[str, Any]) -> Schema:
     """The road up to extraction for one example (main thread); fills ``record``."""
     path = example.db_paths[0]
     try:
-        if path not in schemas:
-            with SQLiteDatabase(path) as db:
-                schemas[path] = db.schema(settings.samples)
-        schema = schemas[path]
+        schema = _schema(path, settings.samples, schemas)
         messages = pipeline.render(schema, _question(example), settings)
         start = time.perf_counter()
         candidate = backend.generate(messages, settings.generation)[0]
@@ -269,12 +289,8 @@ def rescore(dataset: Dataset, out: Path, config: RunConfig) -> dict[str, Any]:
             if example is None or not example.executable:
                 rescored.append(record)
                 continue
-            path = example.db_paths[0]
-            if path not in schemas:
-                with SQLiteDatabase(path) as db:
-                    schemas[path] = db.schema(0)
             base = {k: record[k] for k in GENERATED if k in record}
-            rescored.append(scorer.score(example, schemas[path], base))
+            rescored.append(scorer.score(example, _schema(example.db_paths[0], 0, schemas), base))
     finally:
         scorer.close()
     tmp = out / "predictions.jsonl.tmp"
