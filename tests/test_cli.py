@@ -147,7 +147,7 @@ def test_model_output_that_is_not_sql(demo_db, scripted, capsys):
 
 def test_model_query_that_fails_shows_the_sql(demo_db, scripted, capsys):
     scripted("SELECT total FROM orders")
-    assert cli.main(["ask", "--db", str(demo_db), "q?"]) == 5
+    assert cli.main(["ask", "--db", str(demo_db), "--preset", "fast", "q?"]) == 5
     err = capsys.readouterr().err.strip()
     assert "no such column: total" in err and "[SQL: SELECT total FROM orders]" in err and "\n" not in err
 
@@ -162,7 +162,7 @@ def test_unexpected_errors_are_one_line(demo_db, monkeypatch, capsys):
 
 def test_several_questions_keep_going(demo_db, scripted, capsys):
     scripted("SELECT nope FROM orders", "SELECT count(*) FROM products")
-    assert cli.main(["ask", "--db", str(demo_db), "--sql-only", "first?", "second?"]) == 5
+    assert cli.main(["ask", "--db", str(demo_db), "--preset", "fast", "--sql-only", "first?", "second?"]) == 5
     captured = capsys.readouterr()
     assert captured.out.strip() == "SELECT count(*) FROM products"
     assert "no such column: nope" in captured.err

@@ -14,7 +14,7 @@ from slimsql.eval.compare import compare, paired_bootstrap
 from slimsql.eval.metrics import categorize, schema_adherence
 from slimsql.eval.report import write_report
 from slimsql.eval.runner import RunConfig, load_records, run
-from slimsql.pipeline import Settings
+from slimsql.infer import Settings
 from slimsql.schema import Column, Schema, Table
 
 from .conftest import SPIDER
@@ -53,8 +53,13 @@ ANSWERS = {
 }
 
 
+def asked(messages):
+    """The question of a prompt (repair rounds add turns after it)."""
+    return next(m["content"] for m in messages if "Question: " in m["content"]).split("Question: ")[-1]
+
+
 def scripted(answers=ANSWERS):
-    return ScriptedBackend(lambda messages, config: answers[messages[-1]["content"].split("Question: ")[-1]])
+    return ScriptedBackend(lambda messages, config: answers[asked(messages)])
 
 
 def config(**kw):
@@ -96,7 +101,7 @@ def test_run_resumes_and_survives_failures(spider_like, tmp_path):
     calls = []
 
     def flaky(messages, cfg):
-        question = messages[-1]["content"].split("Question: ")[-1]
+        question = asked(messages)
         calls.append(question)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the user stops the run
@@ -105,13 +110,14 @@ def test_run_resumes_and_survives_failures(spider_like, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run(ds, ScriptedBackend(flaky), out, config(), Settings(), show_progress=False)
-    assert len(load_records(out / "predictions.jsonl")) == 2
+    # examples run grouped by database: the missing-database one ("gone") first, then two generated
+    assert [r["db_id"] for r in load_records(out / "predictions.jsonl")] == ["gone", "shop", "shop"]
     with (out / "predictions.jsonl").open("a") as f:
         f.write('{"id": "dev-2", "torn')  # a crash mid-write
     calls.clear()
     summary = run(ds, scripted(), out, config(), Settings(), show_progress=False)
     assert summary["examples"] == 5 and summary["ex"] == 0.5
-    with pytest.raises(InputError, match="different run"):
+    with pytest.raises(InputError, match="other settings"):
         run(ds, scripted(), out, config(style="compact"), Settings(), show_progress=False)
 
 

@@ -4,13 +4,14 @@ import slimsql
 from slimsql.backends import GenerationConfig
 from slimsql.backends.scripted import ScriptedBackend
 from slimsql.errors import InputError, NoSQLError, QueryError, QueryTimeout, UnsafeSQLError
-from slimsql.pipeline import Settings
+from slimsql.infer import Settings
 
 from .conftest import sha256
 
 
 def connect(db, replies, **overrides):
     backend = ScriptedBackend(replies)
+    overrides.setdefault("preset", "fast")
     return slimsql.connect(db, backend=backend, **overrides), backend
 
 

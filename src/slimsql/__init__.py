@@ -10,7 +10,7 @@ from .connection import Connection, connect
 from .db import Result, open_database
 from .errors import (DatabaseError, InputError, ModelError, NoSQLError, QueryError, QueryTimeout,
                      SlimsqlError, UnsafeSQLError)
-from .pipeline import Answer, Settings
+from .infer import Answer, Settings
 
 __version__ = "0.1.0"
 

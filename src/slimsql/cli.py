@@ -14,19 +14,17 @@ import sys
 from rich.text import Text
 
 from . import __version__, display, models
-from .backends import DEFAULT_BACKEND, GenerationConfig
+from .backends import DEFAULT_BACKEND
+from .cliopts import add_answer_options, positive_int, settings_from_args
 from .connection import Connection
 from .demo import DEMO_QUESTIONS, build_demo
 from .errors import InputError, SlimsqlError
-from .pipeline import Settings
-from .prompts import DEFAULT_STYLE, STYLES
+from .infer import Settings
 from .schema import render_compact, render_create
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    generation = GenerationConfig(n=args.candidates, temperature=args.temperature, seed=args.seed,
-                                  max_tokens=args.max_tokens)
-    return Settings(style=args.style, generation=generation, max_rows=args.max_rows, timeout=args.timeout)
+    return settings_from_args(args, max_rows=args.max_rows, timeout=args.timeout)
 
 
 def _connection(args: argparse.Namespace, settings: Settings | None = None,
@@ -56,6 +54,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         try:
             answer = conn.ask(question)
         except SlimsqlError as err:
+            if args.trace and getattr(err, "trace", None):
+                display.show_trace(err.trace)
             if len(questions) == 1:
                 raise
             failures.append(err)  # one bad answer does not stop the others
@@ -69,6 +69,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
             display.show_sql(answer.sql)
             display.show_rows(answer.columns, answer.rows, answer.truncated,
                               f"{answer.model}  {display.timings_line(answer.timings)}")
+        if args.trace and not args.json and answer.trace:
+            display.show_trace(answer.trace)
     if not failures:
         return 0
     if args.demo_questions and len(failures) < len(questions):
@@ -126,13 +128,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other input error
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -145,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def db_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db", required=True, help="SQLite database file (opened read-only)")
-        p.add_argument("--max-rows", type=_positive_int, default=100, help="row cap (default 100)")
+        p.add_argument("--max-rows", type=positive_int, default=100, help="row cap (default 100)")
         p.add_argument("--timeout", type=float, default=10.0, help="query time limit in seconds (default 10)")
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -154,13 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_options(ask)
     ask.add_argument("--model", help=f"registry name, .gguf path or hub repo id (default {models.DEFAULT_MODEL})")
     ask.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, or a plugin")
-    ask.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES), help="prompt style")
+    add_answer_options(ask)
     ask.add_argument("--sql-only", action="store_true", help="print only the SQL")
-    ask.add_argument("-n", "--candidates", type=_positive_int, default=1, help="candidates to generate")
-    ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    ask.add_argument("--seed", type=int, default=None)
-    ask.add_argument("--max-tokens", type=_positive_int, default=256)
-    ask.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    ask.add_argument("--trace", action="store_true", help="show every candidate and how the answer was chosen")
+    ask.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     ask.add_argument("--demo-questions", action="store_true", help="ask the built-in demo questions")
     ask.set_defaults(func=cmd_ask)
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import pipeline
+from . import infer
 from .backends import DEFAULT_BACKEND, Backend, GenerationConfig, load_backend
 from .db import Database, Result, open_database
-from .pipeline import Answer, Settings
+from .infer import Answer, Settings, Solution
 from .schema import Schema
 from .sql import ExtractionStats
 
@@ -19,14 +19,19 @@ class Connection:
 
     ``backend`` is a backend name (``llama-cpp``, ``transformers``, ``scripted``
     or any installed plugin) or a ready Backend object; ``backend_options`` go to
-    its constructor (e.g. ``n_threads``).
+    its constructor (e.g. ``n_threads``). ``settings`` is a full Settings value;
+    otherwise ``preset`` (default ``default``) with ``setting_overrides`` applied
+    (Settings or GenerationConfig field names, e.g. ``style``, ``n``, ``strategy``).
     """
 
     def __init__(self, database: str | Path | Database, *, model: str | None = None,
                  backend: str | Backend = DEFAULT_BACKEND, settings: Settings | None = None,
-                 backend_options: dict[str, Any] | None = None, **setting_overrides: Any):
-        base = settings or Settings()
-        self.settings = replace(base, **setting_overrides) if setting_overrides else base
+                 preset: str | None = None, backend_options: dict[str, Any] | None = None,
+                 **setting_overrides: Any):
+        if settings is not None:
+            self.settings = replace(settings, **setting_overrides) if setting_overrides else settings
+        else:
+            self.settings = infer.resolve(preset, **setting_overrides)
         self.db = database if not isinstance(database, (str, Path)) else open_database(
             database, timeout=self.settings.timeout, max_rows=self.settings.max_rows)
         self.model = model
@@ -45,12 +50,18 @@ class Connection:
     def schema(self) -> Schema:
         return self.db.schema(self.settings.samples)
 
+    def _settings(self, generation: dict[str, Any]) -> Settings:
+        if not generation:
+            return self.settings
+        return replace(self.settings, generation=replace(self.settings.generation, **generation))
+
     def ask(self, question: str, **generation: Any) -> Answer:
         """Answer ``question``; keyword arguments override GenerationConfig fields (n, temperature, seed...)."""
-        settings = self.settings
-        if generation:
-            settings = replace(settings, generation=replace(settings.generation, **generation))
-        return pipeline.ask(self.db, self.backend, question, settings, self.stats)
+        return infer.ask(self.db, self.backend, question, self._settings(generation), self.stats)
+
+    def solve(self, question: str, **generation: Any) -> Solution:
+        """The road's full record for ``question`` (every candidate), without raising for a wrong answer."""
+        return infer.solve(self.db, self.backend, question, self._settings(generation), self.stats)
 
     def sql(self, query: str) -> Result:
         """Run hand-written SQL through the same read-only checks and limits."""

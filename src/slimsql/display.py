@@ -107,3 +107,21 @@ class ModelLoading:
 
     def options(self) -> dict:
         return {"progress": self.progress, "on_load": self.on_load}
+
+
+def show_trace(trace: Any) -> None:
+    """Every candidate of one question: where it came from, what running it gave, its votes."""
+    table = Table(show_edge=True, header_style="bold", title=f"{trace.strategy}: {trace.note}", title_justify="left")
+    for name in ("#", "from", "result", "votes", "SQL"):
+        table.add_column(name, overflow="fold")
+    for t in trace.trials:
+        mark = "*" if t.index == trace.chosen else ""
+        origin = t.origin + (f" {t.round}" if t.round else "")
+        result = f"{t.rows} rows" if t.ran else (t.error_kind or "error")
+        sql = " ".join((t.sql or t.raw or "").split())
+        if t.repairs:
+            sql += "  [fixed: " + "; ".join(t.repairs) + "]"
+        if t.error and not t.ran:
+            sql += f"  [{t.error}]"
+        table.add_row(f"{t.index}{mark}", origin, result, str(t.votes or ""), Text(sql))
+    err.print(table)

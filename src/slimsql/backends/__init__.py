@@ -36,18 +36,23 @@ class Candidate:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    logprob: float | None = None  # summed log-probability of the completion's tokens, when known
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
     """How to sample. ``temperature == 0`` is greedy: the ``n`` candidates are then
-    identical, so backends compute one and repeat it."""
+    identical, so backends compute one and repeat it. With ``temperature > 0`` and
+    ``greedy_first``, candidate 0 is the greedy completion and the other ``n - 1``
+    are sampled, so a vote over ``n`` candidates never does worse for lack of the
+    model's single best guess."""
 
     n: int = 1
     temperature: float = 0.0
     seed: int | None = None
     max_tokens: int = 256
     top_p: float = 0.95
+    greedy_first: bool = True
 
     def __post_init__(self) -> None:
         if self.n < 1:

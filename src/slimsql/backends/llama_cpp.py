@@ -1,12 +1,25 @@
 """llama.cpp through llama-cpp-python: the default, CPU-friendly backend.
 
 The chat template is read from the GGUF file's own metadata and rendered with
-llama-cpp-python's Jinja2 formatter. The prompt cache is llama.cpp's own: a prompt
-that shares a prefix with the previous one (the schema, in every prompt style)
-reuses the evaluated tokens in the KV cache, so a second question on the same
-database only pays for its own tokens. (llama-cpp-python's LlamaRAMCache is not
-used: its saved states carry the full logits array, which its capacity does not
-count, and it grew past 20 GB over a Spider run.)
+llama-cpp-python's Jinja2 formatter. Decoding runs on llama.cpp's own batch API
+(not ``create_completion``) for two reasons:
+
+* **Many candidates at the cost of few.** The ``n`` candidates of one prompt are
+  decoded together as parallel sequences: the prompt is evaluated once in
+  sequence 0, its KV cells are shared with sequences 1..n-1 (``seq_cp`` on a
+  unified KV cache), and every decoding step advances all unfinished sequences
+  in one batch. Sequences whose tokens so far are identical (frequent: a small
+  model is confident about most tokens) share one batch entry, tagged with all
+  their sequence ids, so the step computes each distinct continuation once.
+  Each sequence has its own sampler chain (candidate 0 greedy when
+  ``greedy_first``), so results do not depend on how many run beside it.
+* **Prompt cache.** The tokens of the last prompt stay in sequence 0; a prompt
+  that shares a prefix with it (the schema, in every prompt style) only
+  evaluates the rest. Generated tokens are removed after each call.
+
+(llama-cpp-python's LlamaRAMCache is not used: its saved states carry the full
+logits array, which its capacity does not count, and it grew past 20 GB over a
+Spider run.)
 """
 
 from __future__ import annotations
@@ -19,28 +32,48 @@ from .. import models
 from ..errors import ModelError
 from . import Candidate, GenerationConfig, Message
 
+#: Sampler settings of llama.cpp's defaults that slimsql keeps (create_completion's).
+TOP_K, MIN_P = 40, 0.05
+
 
 class LlamaCppBackend:
     name = "llama-cpp"
 
-    def __init__(self, model: str | None = None, *, n_threads: int | None = None, n_ctx: int = 4096,
+    def __init__(self, model: str | None = None, *, n_threads: int | None = None, n_ctx: int = 8192,
+                 n_batch: int = 512, max_sequences: int = 16, parallel: bool = True,
                  progress=None, on_load=None, **_):
         resolved = models.resolve(model, progress)
         try:
-            from llama_cpp import Llama
+            import llama_cpp
+            from llama_cpp import Llama, _internals
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError:
             raise ModelError("llama-cpp-python is not installed; install it with: pip install 'slimsql[llama]'") from None
+        self._lib, self._internals = llama_cpp, _internals
         self.model_name = resolved.name
         self.model_path = resolved.path
+        self.parallel = parallel
         if on_load:
             on_load(resolved)
         start = time.perf_counter()
+        threads = n_threads or os.cpu_count() or 1
         try:
-            self.llm = Llama(model_path=str(resolved.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                             n_batch=512, verbose=False)
+            # Llama loads the weights, the tokenizer and the metadata; its own context is
+            # kept tiny (its logits buffer is n_batch x vocabulary) since decoding uses ours.
+            self.llm = Llama(model_path=str(resolved.path), n_ctx=64, n_batch=8, n_threads=threads, verbose=False)
+            params = llama_cpp.llama_context_default_params()
+            params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+            params.n_threads = params.n_threads_batch = threads
+            params.n_seq_max, params.kv_unified = max_sequences, True
+            self._ctx = _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
+        self.n_ctx, self.n_batch, self.max_sequences = n_ctx, n_batch, max_sequences
+        self._batch = _internals.LlamaBatch(n_tokens=max(n_batch, max_sequences), embd=0,
+                                            n_seq_max=max_sequences, verbose=False)
+        self._vocab = self.llm._model.vocab
+        self._n_vocab = self.llm.n_vocab()
+        self._cached: list[int] = []  # the tokens held by sequence 0 of the KV cache
         self.load_seconds = time.perf_counter() - start
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -50,23 +83,128 @@ class LlamaCppBackend:
         self._format = Jinja2ChatFormatter(template=template, eos_token=text(eos) if eos != -1 else "",
                                            bos_token=text(bos) if bos != -1 else "", stop_token_ids=[eos])
 
+    # -- the public interface ----------------------------------------------------
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        prompt = self._format(messages=list(messages)).prompt
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]:
-        formatted = self._format(messages=list(messages))
-        stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
+        tokens = self.prompt_tokens(messages)
         runs = 1 if config.temperature == 0 else config.n
-        out = []
-        for i in range(runs):
-            start = time.perf_counter()
-            try:
-                response = self.llm.create_completion(
-                    formatted.prompt, max_tokens=config.max_tokens, temperature=config.temperature,
-                    top_p=config.top_p, repeat_penalty=1.0, stop=stop,
-                    seed=None if config.seed is None else config.seed + i,
-                )
-            except ValueError as err:  # e.g. the prompt does not fit the context window
-                raise ModelError(f"llama.cpp refused the prompt: {err}") from None
-            usage = response["usage"]
-            out.append(Candidate(text=response["choices"][0]["text"], prompt_tokens=usage["prompt_tokens"],
-                                 completion_tokens=usage["completion_tokens"],
-                                 seconds=time.perf_counter() - start))
+        if len(tokens) + config.max_tokens * (runs if self.parallel else 1) > self.n_ctx:
+            raise ModelError(f"the prompt ({len(tokens)} tokens) and {runs} x {config.max_tokens} new tokens "
+                             f"do not fit the {self.n_ctx}-token context")
+        greedy = [config.temperature == 0 or (config.greedy_first and i == 0) for i in range(runs)]
+        seeds = [(config.seed if config.seed is not None else 0x5EED) + i for i in range(runs)]
+        if self.parallel or runs == 1:
+            out = self._decode(tokens, greedy, seeds, config)
+        else:  # one completion after another: the baseline the parallel path is measured against
+            out = [c for i in range(runs) for c in self._decode(tokens, greedy[i:i + 1], seeds[i:i + 1], config)]
         return out * config.n if runs == 1 else out
+
+    # -- decoding ----------------------------------------------------------------
+
+    def _sampler(self, greedy: bool, seed: int, config: GenerationConfig):
+        sampler = self._internals.LlamaSampler()
+        if greedy:
+            sampler.add_greedy()
+        else:
+            sampler.add_top_k(TOP_K)
+            sampler.add_top_p(config.top_p, 1)
+            sampler.add_min_p(MIN_P, 1)
+            sampler.add_temp(config.temperature)
+            sampler.add_dist(seed)
+        return sampler
+
+    def _submit(self, items: list[tuple[int, int, Sequence[int], bool]]) -> None:
+        """Decode one batch of (token, position, sequence ids, wants_logits)."""
+        batch = self._batch.batch
+        batch.n_tokens = len(items)
+        for j, (token, pos, seqs, logits) in enumerate(items):
+            batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.logits[j] = token, pos, len(seqs), logits
+            for k, seq in enumerate(seqs):
+                batch.seq_id[j][k] = seq
+        code = self._lib.llama_decode(self._ctx.ctx, batch)
+        if code != 0:
+            self._forget()
+            raise ModelError(f"llama.cpp could not decode (code {code}); the context may be too small")
+
+    def _forget(self) -> None:
+        self._lib.llama_memory_clear(self._ctx.memory, True)
+        self._cached = []
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Evaluate ``tokens`` in sequence 0, reusing the cached prefix; returns the
+        batch index of the last token's logits."""
+        keep = 0
+        for a, b in zip(self._cached, tokens):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1)  # the last token is always evaluated: its logits start decoding
+        self._lib.llama_memory_seq_rm(self._ctx.memory, -1, keep, -1)
+        self._cached = tokens[:keep]
+        index = 0
+        for start in range(keep, len(tokens), self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            self._submit([(t, start + i, (0,), start + i == len(tokens) - 1) for i, t in enumerate(chunk)])
+            self._cached = tokens[:start + len(chunk)]
+            index = len(chunk) - 1
+        return index
+
+    def _logprobs(self, index: int):
+        """Log-probabilities of every token at batch index ``index`` (temperature 1)."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,))
+        top = logits.max()
+        return logits - (top + np.log(np.exp(logits - top).sum()))
+
+    def _decode(self, tokens: list[int], greedy: list[bool], seeds: list[int],
+                config: GenerationConfig) -> list[Candidate]:
+        count = len(greedy)
+        if count > self.max_sequences:
+            raise ModelError(f"at most {self.max_sequences} candidates can be decoded together, asked for {count}")
+        start = time.perf_counter()
+        samplers = [self._sampler(g, s, config) for g, s in zip(greedy, seeds)]
+        try:
+            index = self._prefill(tokens)
+            for seq in range(1, count):
+                self._lib.llama_memory_seq_cp(self._ctx.memory, 0, seq, -1, -1)
+            texts: list[list[int]] = [[] for _ in range(count)]
+            logprobs = [0.0] * count
+            # groups of sequences with identical tokens so far, each with the batch index of its logits
+            groups: list[tuple[int, list[int]]] = [(index, list(range(count)))]
+            pos = len(tokens)
+            while groups:
+                step: dict[tuple[int, int], list[int]] = {}
+                for index, seqs in groups:
+                    table = self._logprobs(index)
+                    for seq in seqs:
+                        token = samplers[seq].sample(self._ctx, index)
+                        logprobs[seq] += float(table[token])
+                        if self._lib.llama_vocab_is_eog(self._vocab, token):
+                            continue
+                        texts[seq].append(token)
+                        if len(texts[seq]) < config.max_tokens:
+                            step.setdefault((index, token), []).append(seq)
+                if not step:
+                    break
+                self._submit([(token, pos, seqs, True) for (_, token), seqs in step.items()])
+                groups = [(j, seqs) for j, seqs in enumerate(step.values())]
+                pos += 1
+        finally:
+            for sampler in samplers:
+                sampler.close()
+            # keep the prompt in sequence 0 for the next call; drop everything generated
+            self._lib.llama_memory_seq_rm(self._ctx.memory, 0, len(self._cached), -1)
+            for seq in range(1, count):
+                self._lib.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
+        seconds = (time.perf_counter() - start) / count
+        return [Candidate(text=self.llm.detokenize(t).decode("utf-8", errors="replace"), prompt_tokens=len(tokens),
+                          completion_tokens=len(t), seconds=seconds, logprob=round(lp, 4))
+                for t, lp in zip(texts, logprobs)]

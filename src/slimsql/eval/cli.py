@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 from .. import display, models
-from ..backends import DEFAULT_BACKEND, GenerationConfig, load_backend
+from ..backends import DEFAULT_BACKEND, load_backend
+from ..cliopts import add_answer_options, settings_from_args
 from ..errors import InputError
-from ..pipeline import Settings
-from ..prompts import DEFAULT_STYLE, STYLES
 from . import datasets
 from .compare import compare, to_markdown
 from .report import write_report
+from ..infer import DEFAULT_PRESET
 from .runner import RunConfig, rescore, run
 
 DEFAULT_SPIDER = Path("../shared/benchmarks/spider")  # relative to the repository root, as in the README
@@ -34,13 +34,12 @@ def _load(args: argparse.Namespace) -> datasets.Dataset:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    dataset = _load(args).sample(args.limit, args.seed)
-    config = RunConfig(dataset=dataset.name, split=dataset.split, model=args.model or models.DEFAULT_MODEL,
-                       backend=args.backend, style=args.style, semantics=args.semantics,
-                       temperature=args.temperature, timeout=args.timeout, limit=args.limit, seed=args.seed)
-    settings = Settings(style=args.style, generation=GenerationConfig(temperature=args.temperature, seed=args.seed,
-                                                                     max_tokens=args.max_tokens),
-                        timeout=args.timeout)
+    dataset = _load(args).sample(args.limit, args.seed or 0)
+    settings = settings_from_args(args, timeout=args.timeout)
+    config = RunConfig.for_settings(settings, dataset=dataset.name, split=dataset.split,
+                                    model=args.model or models.DEFAULT_MODEL, backend=args.backend,
+                                    semantics=args.semantics, limit=args.limit, seed=args.seed or 0,
+                                    preset=args.preset or DEFAULT_PRESET)
     loading = display.ModelLoading()
     options = loading.options()
     if args.threads:
@@ -105,12 +104,9 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
         p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
         p.add_argument("--model", help=f"default {models.DEFAULT_MODEL}")
         p.add_argument("--backend", default=DEFAULT_BACKEND)
-        p.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES))
         p.add_argument("--semantics", default="bird" if name == "bird" else "spider", choices=("spider", "bird"))
         p.add_argument("--limit", type=int, default=None, help="evaluate a seeded sample of this many examples")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--temperature", type=float, default=0.0)
-        p.add_argument("--max-tokens", type=int, default=256)
+        add_answer_options(p)  # --seed seeds both the --limit sample and sampling
         p.add_argument("--timeout", type=float, default=30.0, help="per-query time limit (s)")
         p.add_argument("--threads", type=int, default=None)
     res = kinds.add_parser("rescore", help="execute and score a run's predictions again (after a metric change)")

@@ -16,7 +16,6 @@ from itertools import islice
 from typing import Any, Iterator, Sequence
 
 import sqlglot
-from sqlglot import exp
 
 Rows = Sequence[tuple[Any, ...]]
 MAX_PERMUTATIONS = 20_000

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
 from . import metrics
-from .runner import load_records
+from .store import RunFolder
 
 
 def _pct(value: float | None) -> str:
@@ -22,18 +20,13 @@ def _pct(value: float | None) -> str:
 
 
 def load_run(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A run's summary and records. The metrics are recomputed from ``predictions.jsonl``
-    with the current metric code; only timing, config and dataset notes come from
-    ``metrics.json``, which is rewritten to match."""
-    folder = Path(folder)
-    path = folder / "metrics.json"
-    if not path.exists():
-        raise InputError(f"{folder} is not a run folder (no metrics.json)")
-    summary = json.loads(path.read_text())
-    records = load_records(folder / "predictions.jsonl")
+    """A run's summary and records, read only. The metrics are recomputed from
+    ``predictions.jsonl`` with the current metric code; timing, config and dataset
+    notes come from ``metrics.json``."""
+    run = RunFolder(folder)
+    summary, records = run.metrics(), run.records()
     if records:
         summary.update(metrics.summarize(records))
-        path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary, records
 
 
@@ -131,7 +124,7 @@ def write_report(folder: str | Path) -> tuple[Path, Path]:
     md += [f"![{p.stem}]({p.name})" for p in plots]
     (folder / "report.md").write_text("\n".join(md) + "\n")
 
-    parts = [f"<!doctype html><meta charset=utf-8><title>slimsql eval report</title>"
+    parts = ["<!doctype html><meta charset=utf-8><title>slimsql eval report</title>"
              "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}</style>",
              f"<h1>slimsql eval report: {html.escape(summary['dataset']['name'])} "

@@ -10,7 +10,6 @@ odd bytes in a value) can stop the run.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -19,21 +18,26 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .. import pipeline
+from .. import infer
 from ..backends import Backend
 from ..db.sqlite import SQLiteDatabase
-from ..errors import InputError, NoSQLError, QueryError, SlimsqlError, UnsafeSQLError
+from ..errors import InputError, QueryError, SlimsqlError, UnsafeSQLError
 from ..schema import Schema
-from ..sql import extract
 from . import exact, execution, metrics
 from .datasets import Dataset, Example
+from .store import RunFolder, load_records  # noqa: F401  (load_records: part of this module's API)
 
 EVAL_MAX_ROWS = 100_000
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What a run evaluates; written to config.json so a resume cannot mix runs."""
+    """What a run evaluates; written to config.json so a resume cannot mix runs.
+
+    ``settings`` is :meth:`slimsql.infer.Settings.describe`: every setting that shapes
+    an answer (preset, strategy, n, temperature, max tokens, sample values, ...).
+    Runs made before it was recorded have ``settings = None``.
+    """
 
     dataset: str
     split: str
@@ -46,10 +50,18 @@ class RunConfig:
     timeout: float = 30.0
     limit: int | None = None
     seed: int = 0
+    preset: str | None = None
+    settings: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.semantics not in ("spider", "bird"):
             raise InputError(f"--semantics must be spider or bird, got {self.semantics!r}")
+
+    @classmethod
+    def for_settings(cls, settings: infer.Settings, **fields: Any) -> "RunConfig":
+        return cls(style=settings.style, temperature=settings.generation.temperature,
+                   candidates=settings.generation.n, timeout=settings.timeout, settings=settings.describe(),
+                   **fields)
 
 
 def _question(example: Example) -> str:
@@ -134,69 +146,64 @@ class Scorer:
             db.close()
 
 
-def load_records(path: Path) -> list[dict[str, Any]]:
-    """Scored records of a run; a torn last line (a crash mid-write) is ignored."""
-    records = []
-    if path.exists():
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue
-    return records
+class Databases:
+    """Read-only connections of the generating thread, one per database file, and their schemas."""
+
+    def __init__(self, settings: infer.Settings):
+        self.settings = settings
+        self._open: dict[Path, SQLiteDatabase] = {}
+
+    def get(self, path: Path) -> SQLiteDatabase:
+        if path not in self._open:
+            self._open[path] = SQLiteDatabase(path, timeout=self.settings.timeout, max_rows=self.settings.max_rows)
+        return self._open[path]
+
+    def schema(self, path: Path, samples: int | None = None) -> Schema:
+        return self.get(path).schema(self.settings.samples if samples is None else samples)
+
+    def close(self) -> None:
+        for db in self._open.values():
+            db.close()
+        self._open.clear()
 
 
-def _check_config(out: Path, config: RunConfig) -> None:
-    path = out / "config.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != asdict(config):
-            differs = sorted(k for k in saved if saved.get(k) != asdict(config).get(k))
-            raise InputError(f"{out} holds a different run (differs in: {', '.join(differs)}); "
-                             "use another --out folder")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(config), indent=2) + "\n")
-
-
-def _schema(path: Path, samples: int, schemas: dict[Path, Schema]) -> Schema:
-    """Introspect each database once per run (a short-lived read-only connection)."""
-    if path not in schemas:
-        with SQLiteDatabase(path) as db:
-            schemas[path] = db.schema(samples)
-    return schemas[path]
-
-
-def _generate(example: Example, backend: Backend, settings: pipeline.Settings, schemas: dict[Path, Schema],
-              record: dict[str, Any]) -> Schema:
-    """The road up to extraction for one example (main thread); fills ``record``."""
+def _propose(example: Example, backend: Backend, settings: infer.Settings, dbs: Databases,
+             record: dict[str, Any]) -> Schema:
+    """The question's road for one example (main thread): exactly what ``slimsql ask`` runs."""
     path = example.db_paths[0]
     try:
-        schema = _schema(path, settings.samples, schemas)
-        messages = pipeline.render(schema, _question(example), settings)
+        schema = dbs.schema(path)
         start = time.perf_counter()
-        candidate = backend.generate(messages, settings.generation)[0]
-        record.update(gen_s=round(time.perf_counter() - start, 4), raw=candidate.text,
-                      prompt_tokens=candidate.prompt_tokens, completion_tokens=candidate.completion_tokens)
-        extraction = extract(candidate.text, schema.dialect)
-        record.update(pred_sql=extraction.sql, fixes=list(extraction.fixes), strict=extraction.strict)
-    except NoSQLError as err:
-        record["extract_error"] = str(err)
+        solution = infer.solve(dbs.get(path), backend, _question(example), settings, schema=schema)
     except SlimsqlError as err:  # e.g. an unreadable database or a prompt too long
         record["extract_error"] = f"{type(err).__name__}: {err}"
-    return schemas.get(path) or Schema(tables=())
+        return Schema(tables=())
+    trace = solution.trace
+    shown = trace.winner or next((t for t in trace.trials if t.sql is not None), None) or trace.trials[0]
+    timings = solution.timings
+    record.update(gen_s=round(timings.get("generation", 0.0) + timings.get("repair", 0.0), 4),
+                  road_s=round(time.perf_counter() - start, 4), raw=shown.raw,
+                  prompt_tokens=shown.prompt_tokens, completion_tokens=solution.tokens()["completion"],
+                  candidates=len(trace.trials), trace=trace.to_dict())
+    if shown.sql is not None:
+        record.update(pred_sql=shown.sql, fixes=list(shown.fixes), strict=not (set(shown.fixes) - {"semicolon"}))
+        if shown.repairs:
+            record["repairs"] = list(shown.repairs)
+    else:
+        record["extract_error"] = shown.error
+    return schema
 
 
 def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
-        settings: pipeline.Settings, show_progress: bool = True) -> dict[str, Any]:
-    out = Path(out)
-    _check_config(out, config)
-    predictions = out / "predictions.jsonl"
-    records = load_records(predictions)
+        settings: infer.Settings, show_progress: bool = True) -> dict[str, Any]:
+    folder = RunFolder(out)
+    folder.start(config)
+    records = folder.records()
     done = {r["id"] for r in records}
-    todo = [ex for ex in dataset.examples if ex.id not in done]
+    # grouped by database (stable), so each schema prompt is evaluated once and then reused
+    todo = sorted((ex for ex in dataset.examples if ex.id not in done), key=lambda ex: ex.db_id)
     scorer = Scorer(config.semantics, config.timeout)
-    schemas: dict[Path, Schema] = {}
+    dbs = Databases(settings)
     timing = {"generation_s": 0.0, "scoring_s": 0.0}
     wall_start = time.perf_counter()
     state = {"ex": sum(bool(r.get("ex")) for r in records if r.get("executable")),
@@ -208,11 +215,11 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
     def describe() -> str:
         return f"EX {100 * state['ex'] / state['n']:.1f}%" if state["n"] else "EX  -  "
 
-    with progress, ThreadPoolExecutor(max_workers=1) as pool, predictions.open("a", encoding="utf-8") as sink:
+    with progress, ThreadPoolExecutor(max_workers=1) as pool, folder.appender() as sink:
         task = progress.add_task(describe(), total=len(dataset.examples), completed=len(done))
 
         def write(record: dict[str, Any]) -> None:
-            sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            sink.write(folder.line(record))
             sink.flush()
             records.append(record)
             timing["scoring_s"] += record.get("score_s") or 0.0
@@ -244,7 +251,7 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
                         pending.result()
                     write(record)
                     continue
-                schema = _generate(example, backend, settings, schemas, record)
+                schema = _propose(example, backend, settings, dbs, record)
                 timing["generation_s"] += record.get("gen_s") or 0.0
                 if pending:
                     pending.result()  # keep one example in flight: order kept, memory bounded
@@ -253,6 +260,7 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
             if pending:  # on Ctrl-C too: the example in flight is scored and saved first
                 pending.result()
             scorer.close()
+            dbs.close()
 
     wall = time.perf_counter() - wall_start
     order = {ex.id: i for i, ex in enumerate(dataset.examples)}
@@ -262,13 +270,14 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
     summary["config"] = asdict(config)
     summary["timing"] = {"wall_s": round(wall, 2), "generation_s": round(timing["generation_s"], 2),
                          "scoring_s": round(timing["scoring_s"], 2), "examples_this_session": len(todo)}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    folder.write_metrics(summary)
     return summary
 
 
 #: What generation produced; everything else in a record is scoring, redone by rescore().
 GENERATED = ("id", "db_id", "question", "gold_sql", "executable", "missing_db", "strict", "raw", "pred_sql",
-             "fixes", "extract_error", "gen_s", "prompt_tokens", "completion_tokens")
+             "fixes", "repairs", "extract_error", "gen_s", "road_s", "prompt_tokens", "completion_tokens",
+             "candidates", "trace")
 
 
 def rescore(dataset: Dataset, out: Path, config: RunConfig) -> dict[str, Any]:
@@ -277,12 +286,13 @@ def rescore(dataset: Dataset, out: Path, config: RunConfig) -> dict[str, Any]:
     No generation: for when a metric changes after a run. The records keep what the
     model wrote; ``predictions.jsonl`` and ``metrics.json`` are rewritten.
     """
-    out = Path(out)
-    records = load_records(out / "predictions.jsonl")
+    folder = RunFolder(out)
+    records = folder.records()
     if not records:
         raise InputError(f"{out} has no predictions to rescore")
     examples = {ex.id: ex for ex in dataset.examples}
-    scorer, schemas, rescored = Scorer(config.semantics, config.timeout), {}, []
+    scorer, rescored = Scorer(config.semantics, config.timeout), []
+    dbs = Databases(infer.Settings(samples=0))
     try:
         for record in records:
             example = examples.get(record["id"])
@@ -290,14 +300,12 @@ def rescore(dataset: Dataset, out: Path, config: RunConfig) -> dict[str, Any]:
                 rescored.append(record)
                 continue
             base = {k: record[k] for k in GENERATED if k in record}
-            rescored.append(scorer.score(example, _schema(example.db_paths[0], 0, schemas), base))
+            rescored.append(scorer.score(example, dbs.schema(example.db_paths[0]), base))
     finally:
         scorer.close()
-    tmp = out / "predictions.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rescored), encoding="utf-8")
-    tmp.replace(out / "predictions.jsonl")
-    metrics_path = out / "metrics.json"
-    summary = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        dbs.close()
+    folder.replace_records(rescored)
+    summary = folder.metrics() if folder.metrics_path.exists() else {}
     summary.update(metrics.summarize(rescored))
-    metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
+    folder.write_metrics(summary)
     return summary

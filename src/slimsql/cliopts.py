@@ -1,0 +1,41 @@
+"""Command-line options that shape an answer, shared by ``slimsql ask`` and ``slimsql eval``,
+so both build their Settings the same way (:func:`slimsql.infer.resolve`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .infer import DEFAULT_PRESET, PRESETS, Settings, resolve
+from .infer.settings import STRATEGIES
+from .prompts import DEFAULT_STYLE, STYLES
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_answer_options(p: argparse.ArgumentParser) -> None:
+    presets = ", ".join(f"{name}: n={v['n']} {v['strategy']}" for name, v in PRESETS.items())
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help=f"answer preset (default {DEFAULT_PRESET}; {presets}); the flags below override it")
+    p.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES), help="prompt style")
+    p.add_argument("-n", "--candidates", type=positive_int, default=None, help="candidates to generate")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-tokens", type=positive_int, default=256)
+    p.add_argument("--strategy", choices=STRATEGIES, default=None,
+                   help="first: the first candidate that runs; vote: the biggest group of equal results")
+    p.add_argument("--fix", action=argparse.BooleanOptionalAction, default=None,
+                   help="repair unknown table/column names on the parse tree when a candidate fails")
+    p.add_argument("--repair-rounds", type=int, default=None,
+                   help="model repair rounds when no candidate runs (0 = off)")
+    p.add_argument("--samples", type=int, default=3, help="example values per text column in the prompt")
+
+
+def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:
+    return resolve(args.preset, style=args.style, n=args.candidates, temperature=args.temperature, seed=args.seed,
+                   max_tokens=args.max_tokens, strategy=args.strategy, fix=args.fix,
+                   repair_rounds=args.repair_rounds, samples=args.samples, **fixed)

@@ -1,0 +1,225 @@
+"""One question's road, as small steps a reader can see at once::
+
+    propose:  schema --render--> messages --generate n--> texts --extract--> SQL candidates
+    choose:   execute each (read-only) --[fix identifiers on failure]--> vote or first
+              --[no candidate ran: model repair rounds]--> the answer, with its trace
+
+:func:`solve` runs the road and returns a :class:`Solution` (the trace of every
+candidate, and the chosen result) whether or not any candidate ran; :func:`ask`
+turns it into an :class:`Answer` or raises the error that explains the failure.
+``slimsql ask``, ``slimsql eval`` and the Python API all call :func:`solve`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..backends import Backend, Candidate, GenerationConfig, Message
+from ..db import Database, Result
+from ..errors import InputError, NoSQLError, QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
+from ..prompts import get_style
+from ..schema import Schema
+from ..sql import ExtractionStats, extract
+from . import choose, repair
+from .settings import Settings
+from .trace import Trace, Trial
+
+MAX_QUESTION_CHARS = 2000
+_KINDS = ((NoSQLError, "no_sql"), (UnsafeSQLError, "unsafe"), (QueryTimeout, "timeout"), (QueryError, "query"))
+
+
+@dataclass
+class Answer:
+    question: str
+    sql: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+    model: str
+    timings: dict[str, float]
+    fixes: tuple[str, ...] = ()  # clean-ups the model output needed
+    raw: str = ""  # the chosen candidate's text as the model wrote it
+    tokens: dict[str, int] = field(default_factory=dict)
+    trace: Trace | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["columns"] = list(self.columns)
+        data["rows"] = [list(r) for r in self.rows]
+        data["trace"] = self.trace.to_dict() if self.trace else None
+        return data
+
+    def __str__(self) -> str:
+        return self.sql + "\n\n" + format_table(self.columns, self.rows, self.truncated)
+
+
+@dataclass
+class Solution:
+    """What the road produced for one question: the trace, and the chosen result if any ran."""
+
+    question: str
+    trace: Trace
+    result: Result | None
+    timings: dict[str, float]
+    error: SlimsqlError | None = None  # why nothing ran (the first candidate's failure)
+
+    @property
+    def sql(self) -> str | None:
+        winner = self.trace.winner
+        return winner.sql if winner else None
+
+    def tokens(self) -> dict[str, int]:
+        trials = self.trace.trials
+        return {"prompt": max((t.prompt_tokens for t in trials), default=0),
+                "completion": sum(t.completion_tokens for t in trials)}
+
+
+def format_table(columns: tuple[str, ...], rows: list[tuple], truncated: bool = False) -> str:
+    """A plain-text table (the CLI draws a richer one)."""
+    cells = [[str(c) for c in columns]] + [["NULL" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    lines.append(f"({len(rows)} row{'s' * (len(rows) != 1)}{', truncated' if truncated else ''})")
+    return "\n".join(lines)
+
+
+# -- propose ---------------------------------------------------------------------
+
+def check_question(question: str) -> str:
+    if question is None or not question.strip():
+        raise InputError("the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InputError(f"the question is too long ({len(question)} characters; at most {MAX_QUESTION_CHARS})")
+    return question.strip()
+
+
+def render(schema: Schema, question: str, settings: Settings) -> list[Message]:
+    return get_style(settings.style).messages(schema, question, schema.dialect)
+
+
+def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, origin: str = "sample",
+              round_: int = 0, stats: ExtractionStats | None = None) -> list[Trial]:
+    """Generated texts -> trials holding one extracted statement each (or the reason there is none)."""
+    trials = []
+    for i, candidate in enumerate(candidates):
+        trial = Trial(index=start + i, origin=origin, round=round_, raw=candidate.text, logprob=candidate.logprob,
+                      prompt_tokens=candidate.prompt_tokens, completion_tokens=candidate.completion_tokens,
+                      seconds=round(candidate.seconds, 4))
+        try:
+            extraction = extract(candidate.text, dialect)
+            trial.sql, trial.fixes = extraction.sql, extraction.fixes
+        except NoSQLError as err:
+            trial.error, trial.error_kind = str(err), "no_sql"
+            extraction = None
+        if stats is not None:
+            stats.record(extraction)
+        trials.append(trial)
+    return trials
+
+
+# -- choose ----------------------------------------------------------------------
+
+class _Runner:
+    """Executes trials read-only, once per distinct statement; keeps results for the winner."""
+
+    def __init__(self, db: Database, schema: Schema, settings: Settings):
+        self.db, self.schema, self.settings = db, schema, settings
+        self.results: dict[int, Result] = {}
+        self._seen: dict[str, tuple[Result | None, SlimsqlError | None]] = {}
+        self.errors: dict[int, SlimsqlError] = {}
+
+    def _execute(self, sql: str) -> tuple[Result | None, SlimsqlError | None]:
+        if sql not in self._seen:
+            try:
+                self._seen[sql] = (self.db.execute(sql, max_rows=self.settings.max_rows,
+                                                   timeout=self.settings.timeout), None)
+            except SlimsqlError as err:
+                err.sql = sql
+                self._seen[sql] = (None, err)
+        return self._seen[sql]
+
+    def run(self, trial: Trial) -> None:
+        if trial.sql is None:
+            self.errors[trial.index] = NoSQLError(trial.error or "no SQL")
+            return
+        result, error = self._execute(trial.sql)
+        if error is not None and self.settings.fix and isinstance(error, QueryError) \
+                and not isinstance(error, QueryTimeout):
+            fixed = repair.fix_identifiers(trial.sql, self.schema, self.schema.dialect)
+            if fixed is not None:
+                again, again_error = self._execute(fixed[0])
+                if again_error is None:
+                    trial.extracted, trial.sql, trial.repairs = trial.sql, fixed[0], fixed[1]
+                    result, error = again, None
+        if error is not None:
+            trial.error = str(error)
+            trial.error_kind = next((kind for cls, kind in _KINDS if isinstance(error, cls)), "error")
+            self.errors[trial.index] = error
+            return
+        trial.rows = len(result.rows)
+        trial.signature = choose.signature(result, choose.orders_rows(trial.sql, self.schema.dialect))
+        self.results[trial.index] = result
+
+
+def solve(db: Database, backend: Backend, question: str, settings: Settings,
+          stats: ExtractionStats | None = None, schema: Schema | None = None) -> Solution:
+    """The whole road for one question; never raises for a wrong model answer."""
+    question = check_question(question)
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(timings.get(name, 0.0) + now - clock, 4)
+        clock = now
+
+    schema = schema if schema is not None else db.schema(settings.samples)
+    lap("schema")
+    messages = render(schema, question, settings)
+    trials = to_trials(backend.generate(messages, settings.generation), schema.dialect, stats=stats)
+    lap("generation")
+    trace = Trace(strategy=settings.strategy, trials=trials)
+    runner = _Runner(db, schema, settings)
+    for trial in trials:
+        runner.run(trial)
+    winner = choose.STRATEGY[settings.strategy](trace, trials)
+    lap("execution")
+    failed = next((t for t in trials if t.sql is not None), None)
+    while winner is None and trace.rounds < settings.repair_rounds and failed is not None:
+        trace.rounds += 1
+        conversation = repair.repair_messages(messages, failed.sql, failed.error or "", schema, schema.dialect)
+        config = GenerationConfig(max_tokens=settings.generation.max_tokens)  # one greedy completion
+        new = to_trials(backend.generate(conversation, config), schema.dialect, start=len(trace.trials),
+                        origin="repair", round_=trace.rounds, stats=stats)
+        lap("repair")
+        trace.trials.extend(new)
+        for trial in new:
+            runner.run(trial)
+        winner = choose.first(trace, new)
+        failed = next((t for t in new if t.sql is not None), failed)
+        lap("execution")
+    timings["total"] = round(sum(timings.values()), 4)
+    if winner is None:
+        first_error = runner.errors.get(0) or next(iter(runner.errors.values()), None) \
+            or NoSQLError("the model gave no candidate")
+        return Solution(question, trace, None, timings, first_error)
+    trace.chosen = winner.index
+    return Solution(question, trace, runner.results[winner.index], timings)
+
+
+def ask(db: Database, backend: Backend, question: str, settings: Settings,
+        stats: ExtractionStats | None = None) -> Answer:
+    """Answer one question, or raise the error of its first candidate (with ``.trace`` attached)."""
+    solution = solve(db, backend, question, settings, stats)
+    if solution.result is None:
+        error = solution.error
+        error.trace = solution.trace
+        raise error
+    winner, result = solution.trace.winner, solution.result
+    return Answer(question=solution.question, sql=winner.sql, columns=result.columns, rows=result.rows,
+                  truncated=result.truncated, model=backend.model_name, timings=solution.timings,
+                  fixes=winner.fixes, raw=winner.raw, tokens=solution.tokens(), trace=solution.trace)

@@ -1,0 +1,206 @@
+"""Repairing a failed candidate: first on the parse tree, then by asking the model.
+
+:func:`fix_identifiers` is deterministic and works on sqlglot's parse tree (never
+on the text): a column that does not exist in the table its qualifier names, but
+exists in exactly one other table of the same SELECT, gets that table's
+qualifier; a near-miss name (case, underscores, a plural, a small edit distance)
+becomes the schema's name when exactly one name is that close. A query whose
+names all resolve is never changed.
+
+:func:`repair_messages` builds the model round: the conversation so far, the
+failed query as the model's turn, and a user turn with the database's error and
+the columns of the tables the query uses.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from ..backends import Message
+from ..schema import Schema, quote
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "").replace(" ", "")
+
+
+def _singular(name: str) -> str:
+    for suffix in ("ies", "es", "s"):
+        if name.endswith(suffix) and len(name) > len(suffix) + 2:
+            return name[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return name
+
+
+def _distance(a: str, b: str, bound: int) -> int:
+    """Levenshtein distance, or bound + 1 once it is certain to exceed ``bound``."""
+    if abs(len(a) - len(b)) > bound:
+        return bound + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        if min(current) > bound:
+            return bound + 1
+        previous = current
+    return previous[-1]
+
+
+def closest(name: str, options: Sequence[str]) -> str | None:
+    """The one option that is a near miss of ``name``, or None (none, or several equally near)."""
+    tests = (
+        lambda o: o.lower() == name.lower(),
+        lambda o: _norm(o) == _norm(name),
+        lambda o: _singular(_norm(o)) == _singular(_norm(name)),
+    )
+    for test in tests:
+        found = {o for o in options if test(o)}
+        if found:
+            return found.pop() if len(found) == 1 else None
+    bound = 1 if len(name) < 8 else 2
+    if len(name) < 4:
+        return None
+    scored = [(_distance(_norm(name), _norm(o), bound), o) for o in options]
+    best = min((d for d, _ in scored), default=bound + 1)
+    found = {o for d, o in scored if d == best and d <= bound}
+    return found.pop() if len(found) == 1 else None
+
+
+class _Names:
+    """The schema's names, case-insensitively."""
+
+    def __init__(self, schema: Schema):
+        self.tables = {t.name.lower(): t.name for t in schema.tables}
+        self.columns = {t.name.lower(): {c.name.lower(): c.name for c in t.columns} for t in schema.tables}
+
+
+def _scope_tables(scope: Scope, names: _Names) -> dict[str, str]:
+    """Source alias (as written, lower-cased) -> schema table (lower-cased), base tables only."""
+    out = {}
+    for alias, source in scope.sources.items():
+        if isinstance(source, exp.Table) and source.name.lower() in names.tables:
+            out[alias.lower()] = source.name.lower()
+    return out
+
+
+def _visible_columns(scope: Scope | None, names: _Names) -> set[str]:
+    """Column names visible from enclosing scopes (correlated subqueries)."""
+    seen: set[str] = set()
+    while scope is not None:
+        for table in _scope_tables(scope, names).values():
+            seen.update(names.columns[table])
+        seen.update(s.alias_or_name.lower() for s in scope.expression.selects) if isinstance(
+            scope.expression, exp.Select) else None
+        scope = scope.parent
+    return seen
+
+
+def _fix_tables(tree: exp.Expression, names: _Names, changes: list[str]) -> None:
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        name = table.name
+        if not name or name.lower() in names.tables or name.lower() in ctes or table.args.get("db"):
+            continue
+        real = closest(name, list(names.tables.values()))
+        if real:
+            table.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+            changes.append(f"{name} -> {real}")
+
+
+def _fix_column(column: exp.Column, scope: Scope, tables: dict[str, str], names: _Names,
+                changes: list[str]) -> None:
+    name, qualifier = column.name, column.table
+    low = name.lower()
+    if qualifier:
+        table = tables.get(qualifier.lower())
+        if table is None:
+            # the table's own name where the query gave it an alias: use the alias
+            aliases = [a for a, t in tables.items() if t == qualifier.lower()]
+            if len(aliases) == 1 and qualifier.lower() not in scope.sources:
+                column.set("table", exp.to_identifier(_written(scope, aliases[0])))
+                changes.append(f"{qualifier}.{name} -> {_written(scope, aliases[0])}.{name}")
+                _fix_column(column, scope, tables, names, changes)
+            return
+        if low in names.columns[table]:
+            return
+        owners = sorted({a for a, t in tables.items() if low in names.columns[t]})
+        if len({tables[a] for a in owners}) == 1 and owners:
+            column.set("table", exp.to_identifier(_written(scope, owners[0])))
+            changes.append(f"{qualifier}.{name} -> {_written(scope, owners[0])}.{name}")
+            return
+        real = closest(name, list(names.columns[table].values()))
+        if real:
+            column.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+            changes.append(f"{qualifier}.{name} -> {qualifier}.{real}")
+        return
+    if any(low in names.columns[t] for t in tables.values()):
+        return
+    if any(not isinstance(s, exp.Table) for s in scope.sources.values()):
+        return  # a derived table or CTE may provide it; we cannot tell cheaply
+    if low in _visible_columns(scope, names):
+        return
+    options = {real: t for t in set(tables.values()) for real in names.columns[t].values()}
+    real = closest(name, list(options))
+    if real:
+        column.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+        changes.append(f"{name} -> {real}")
+
+
+def _written(scope: Scope, alias_lower: str) -> str:
+    for alias in scope.sources:
+        if alias.lower() == alias_lower:
+            return alias
+    return alias_lower
+
+
+def fix_identifiers(sql: str, schema: Schema, dialect: str = "sqlite") -> tuple[str, tuple[str, ...]] | None:
+    """``sql`` with unknown table/column names repaired, and what changed; None when nothing could be."""
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except Exception:
+        return None
+    if tree is None:
+        return None
+    names, changes = _Names(schema), []
+    try:
+        _fix_tables(tree, names, changes)
+        for scope in traverse_scope(tree):
+            tables = _scope_tables(scope, names)
+            for column in scope.columns:
+                if isinstance(column, exp.Column) and column.name and not isinstance(column.this, exp.Star):
+                    _fix_column(column, scope, tables, names, changes)
+    except Exception:  # sqlglot's scope analysis can fail on odd trees; a fix is only ever optional
+        return None
+    if not changes:
+        return None
+    return tree.sql(dialect=dialect), tuple(changes)
+
+
+def _tables_used(sql: str, schema: Schema, dialect: str) -> list[str]:
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except Exception:
+        return []
+    seen = []
+    for table in tree.find_all(exp.Table) if tree is not None else ():
+        found = schema.table(table.name)
+        if found and found.name not in seen:
+            seen.append(found.name)
+    return seen
+
+
+def repair_messages(messages: Sequence[Message], failed_sql: str, error: str, schema: Schema,
+                    dialect: str = "sqlite") -> list[Message]:
+    """The conversation for one model repair round."""
+    lines = []
+    for name in _tables_used(failed_sql, schema, dialect):
+        table = schema.table(name)
+        lines.append(f"{quote(table.name)}({', '.join(quote(c.name) for c in table.columns)})")
+    hint = ("\nColumns of the tables it uses:\n" + "\n".join(lines)) if lines else ""
+    return [*messages, {"role": "assistant", "content": failed_sql},
+            {"role": "user", "content": f"That query failed: {error}{hint}\n"
+                                        "Write a corrected query. Answer with a single query and nothing else."}]

@@ -1,0 +1,89 @@
+"""Everything that shapes an answer besides the database and the model, and the named presets.
+
+One :class:`Settings` value travels the whole road; ``slimsql ask``, ``slimsql eval``
+and the Python API all build it the same way (:func:`resolve`), and an eval run
+folder records it, so what is measured is what users get.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..backends import GenerationConfig
+from ..errors import InputError
+from ..prompts import DEFAULT_STYLE, get_style
+
+STRATEGIES = ("first", "vote")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one question is answered.
+
+    ``strategy``: ``first`` runs candidates in order and keeps the first that runs;
+    ``vote`` runs them all and keeps the biggest group of equal results
+    (:mod:`slimsql.infer.choose`). ``fix``: repair identifiers that do not exist on
+    the parse tree (:mod:`slimsql.infer.repair`) when a candidate fails.
+    ``repair_rounds``: when no candidate runs, give the model the database's
+    error this many times.
+    """
+
+    style: str = DEFAULT_STYLE
+    samples: int = 3  # example values per text column in the schema
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    max_rows: int = 1000
+    timeout: float = 10.0
+    strategy: str = "first"
+    fix: bool = False
+    repair_rounds: int = 0
+
+    def __post_init__(self) -> None:
+        get_style(self.style)
+        if self.max_rows < 1:
+            raise InputError(f"--max-rows must be at least 1, got {self.max_rows}")
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise InputError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.repair_rounds < 0:
+            raise InputError(f"--repair-rounds must be 0 or more, got {self.repair_rounds}")
+        if self.samples < 0:
+            raise InputError(f"--samples must be 0 or more, got {self.samples}")
+
+    def describe(self) -> dict[str, Any]:
+        """A flat record of every answer-shaping setting (what a run folder stores)."""
+        data = asdict(self)
+        data.update({f"generation.{k}": v for k, v in data.pop("generation").items()})
+        return data
+
+
+#: Named presets. Each is a complete set of answer-shaping choices; flags override single fields.
+PRESETS: dict[str, dict[str, Any]] = {
+    # One greedy completion, the first that runs: the cheapest road.
+    "fast": dict(strategy="first", fix=True, repair_rounds=0, n=1, temperature=0.0),
+    # The greedy answer plus sampled ones, decoded together, voted by result.
+    "default": dict(strategy="vote", fix=True, repair_rounds=1, n=4, temperature=0.8),
+    # More samples, more repair.
+    "accurate": dict(strategy="vote", fix=True, repair_rounds=2, n=8, temperature=0.8),
+}
+DEFAULT_PRESET = "default"
+_GENERATION = {f.name for f in fields(GenerationConfig)}
+
+
+def resolve(preset: str | None = None, **overrides: Any) -> Settings:
+    """Settings of ``preset`` (default: :data:`DEFAULT_PRESET`) with ``overrides`` applied.
+
+    Overrides may name Settings fields or GenerationConfig fields (``n``,
+    ``temperature``, ``seed``, ``max_tokens``, ...); ``None`` means "keep the preset's".
+    """
+    name = preset or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    chosen = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = set(chosen) - _GENERATION - {f.name for f in fields(Settings)}
+    if unknown:
+        raise InputError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    generation = GenerationConfig(**{k: chosen.pop(k) for k in list(chosen) if k in _GENERATION})
+    return Settings(generation=generation, **chosen)

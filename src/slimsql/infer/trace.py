@@ -1,0 +1,69 @@
+"""The trace of one question: every candidate the road produced and what became of it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Trial:
+    """One candidate query: where it came from, what it was, what running it gave."""
+
+    index: int
+    origin: str  # "sample" (the first proposal) or "repair" (a model repair round)
+    round: int = 0  # 0 for the first proposal, k for repair round k
+    raw: str = ""  # the model's text
+    sql: str | None = None  # the statement that ran (after any identifier fix)
+    extracted: str | None = None  # the statement as extracted, when a fix changed it
+    fixes: tuple[str, ...] = ()  # extraction clean-ups
+    repairs: tuple[str, ...] = ()  # identifier fixes on the parse tree, e.g. "o.quantity -> oi.quantity"
+    error: str | None = None
+    error_kind: str | None = None  # no_sql | unsafe | query | timeout
+    rows: int | None = None
+    signature: str | None = None  # short hash of the result, as voting compares it
+    group: int | None = None
+    votes: int = 0
+    logprob: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ran(self) -> bool:
+        return self.signature is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fixes"], data["repairs"] = list(self.fixes), list(self.repairs)
+        return {k: v for k, v in data.items() if v not in (None, (), [], "") or k in ("index", "origin")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trial":
+        data = dict(data)
+        data["fixes"], data["repairs"] = tuple(data.get("fixes", ())), tuple(data.get("repairs", ()))
+        return cls(**data)
+
+
+@dataclass
+class Trace:
+    """All trials of one question, the strategy that chose among them and the choice."""
+
+    strategy: str
+    trials: list[Trial] = field(default_factory=list)
+    chosen: int | None = None  # index into trials
+    rounds: int = 0  # model repair rounds used
+    note: str = ""  # how the choice was made (e.g. "vote 3/4", "tie -> logprob")
+
+    @property
+    def winner(self) -> Trial | None:
+        return None if self.chosen is None else self.trials[self.chosen]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "chosen": self.chosen, "rounds": self.rounds, "note": self.note,
+                "trials": [t.to_dict() for t in self.trials]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trace":
+        return cls(strategy=data["strategy"], chosen=data.get("chosen"), rounds=data.get("rounds", 0),
+                   note=data.get("note", ""), trials=[Trial.from_dict(t) for t in data.get("trials", ())])
