@@ -6,7 +6,6 @@ import sqlite3
 import pytest
 
 from slimsql import cli
-from slimsql.backends import GenerationConfig
 from slimsql.backends.scripted import ScriptedBackend
 from slimsql.errors import InputError, ModelError
 from slimsql.eval import datasets

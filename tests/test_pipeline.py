@@ -119,3 +119,94 @@ def test_identical_failing_candidates_run_once(demo_db, monkeypatch):
     with pytest.raises(QueryError):
         conn.ask("q", n=3)
     assert runs == ["SELECT nope FROM orders"]
+
+
+# -- the accuracy engine: vote, fix, repair, trace ------------------------------------
+
+def test_vote_picks_the_biggest_group_and_traces_every_candidate(demo_db):
+    conn, backend = connect(demo_db, [["SELECT count(*) FROM orders",          # 2500
+                                       "SELECT count(*) FROM customers",       # 400
+                                       "SELECT count(order_id) FROM customers AS c JOIN orders AS o "
+                                       "ON o.customer_id = c.customer_id",     # 2500
+                                       "no idea"]],
+                            preset="default", repair_rounds=0)
+    answer = conn.ask("How many orders?")
+    assert answer.rows == [(2500,)] and answer.sql == "SELECT count(*) FROM orders"
+    trace = answer.trace
+    assert trace.strategy == "vote" and trace.chosen == 0 and trace.note.startswith("vote 2/4 in 2 groups")
+    assert [t.votes for t in trace.trials] == [2, 1, 2, 0]
+    assert trace.trials[3].error_kind == "no_sql" and trace.trials[1].rows == 1
+    config = backend.calls[0][1]
+    assert config.n == 4 and config.temperature == 0.8 and config.greedy_first
+    assert answer.to_dict()["trace"]["trials"][0]["sql"] == "SELECT count(*) FROM orders"
+
+
+def test_identifier_fix_runs_only_when_a_candidate_fails(demo_db):
+    conn, _ = connect(demo_db, ["SELECT firstname FROM customers WHERE customer_id = 1"], preset="fast")
+    answer = conn.ask("q")
+    assert answer.sql == "SELECT first_name FROM customers WHERE customer_id = 1"
+    trial = answer.trace.winner
+    assert trial.repairs == ("firstname -> first_name",) and trial.extracted.startswith("SELECT firstname")
+    conn, _ = connect(demo_db, ["SELECT firstname FROM customers"], preset="fast", fix=False)
+    with pytest.raises(QueryError):
+        conn.ask("q")
+
+
+def test_model_repair_round_gets_the_error_and_the_columns(demo_db):
+    conn, backend = connect(demo_db, ["SELECT total FROM orders", "SELECT count(*) FROM orders"],
+                            preset="fast", repair_rounds=2)
+    answer = conn.ask("How many orders?")
+    assert answer.rows == [(2500,)] and answer.trace.rounds == 1
+    assert [t.origin for t in answer.trace.trials] == ["sample", "repair"]
+    messages, config = backend.calls[1]
+    assert messages[-2] == {"role": "assistant", "content": "SELECT total FROM orders"}
+    assert "no such column: total" in messages[-1]["content"] and "orders(order_id, customer_id" in messages[-1]["content"]
+    assert config.n == 1 and config.temperature == 0
+
+
+def test_repair_rounds_are_bounded_and_the_first_error_is_reported(demo_db):
+    conn, backend = connect(demo_db, ["SELECT total FROM orders", "SELECT total2 FROM orders",
+                                      "SELECT total3 FROM orders"], preset="fast", repair_rounds=2)
+    with pytest.raises(QueryError, match="no such column: total$") as info:
+        conn.ask("q")
+    assert len(backend.calls) == 3 and info.value.trace.rounds == 2
+    assert [t.round for t in info.value.trace.trials] == [0, 1, 2]
+
+
+def test_solve_never_raises_for_a_wrong_answer(demo_db):
+    conn, _ = connect(demo_db, ["DELETE FROM orders"], preset="fast")
+    solution = conn.solve("q")
+    assert solution.result is None and solution.sql is None
+    assert solution.trace.trials[0].error_kind == "unsafe" and isinstance(solution.error, UnsafeSQLError)
+
+
+def test_presets_and_overrides():
+    from slimsql.infer import PRESETS, resolve
+
+    assert resolve().strategy == "vote" and resolve().generation.n == PRESETS["default"]["n"]
+    fast = resolve("fast", n=3, temperature=0.5, style="compact")
+    assert (fast.strategy, fast.generation.n, fast.generation.temperature, fast.style) == ("first", 3, 0.5, "compact")
+    assert resolve("accurate", strategy=None).strategy == "vote"  # None keeps the preset's value
+    with pytest.raises(InputError, match="preset"):
+        resolve("nope")
+    with pytest.raises(InputError, match="--timeout"):
+        resolve(timeout=float("nan"))
+    assert "generation.n" in resolve().describe()
+
+
+def test_merge_revision_when_the_vote_is_close(demo_db):
+    two_groups = ["SELECT count(*) FROM orders", "SELECT count(*) FROM customers",
+                  "SELECT count(*) FROM orders", "SELECT count(*) FROM customers"]
+    conn, backend = connect(demo_db, [two_groups, "SELECT count(*) FROM products"],
+                            preset="default", repair_rounds=0, merge=True)
+    answer = conn.ask("q")
+    assert answer.rows == [(46,)] and answer.trace.trials[-1].origin == "merge"
+    prompt = backend.calls[1][0][-1]["content"]
+    assert "Query A:\nSELECT count(*) FROM orders" in prompt and "2500" in prompt and "Query B:" in prompt
+    # a clear vote is not merged; a merged query that fails leaves the vote's choice
+    conn, backend = connect(demo_db, [two_groups[:3] + ["SELECT count(*) FROM orders"]], preset="default",
+                            merge=True)
+    assert conn.ask("q").rows == [(2500,)] and len(backend.calls) == 1
+    conn, backend = connect(demo_db, [two_groups, "SELECT nope FROM orders"], preset="default", merge=True,
+                            repair_rounds=0)
+    assert conn.ask("q").rows == [(2500,)] and len(backend.calls) == 2

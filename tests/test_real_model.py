@@ -52,6 +52,22 @@ def test_greedy_is_deterministic_and_sampling_gives_n(llama):
     assert [c.text for c in again] == [c.text for c in sampled]  # seeded
 
 
+def test_candidates_are_decoded_together(llama):
+    messages = [{"role": "user", "content": "Write a SQL query that counts the rows of table t per year."}]
+    greedy = llama.generate(messages, GenerationConfig(max_tokens=24))[0]
+    config = GenerationConfig(n=6, temperature=0.9, seed=3, max_tokens=24)
+    together = llama.generate(messages, config)
+    assert len(together) == 6 and together[0].text == greedy.text  # candidate 0 is the greedy one
+    assert all(c.logprob is not None and c.logprob <= 0 and c.completion_tokens > 0 for c in together)
+    llama.parallel = False
+    try:
+        one_by_one = llama.generate(messages, config)
+    finally:
+        llama.parallel = True
+    assert len(one_by_one) == 6 and one_by_one[0].text == greedy.text
+    assert llama._cached[:5] == llama.prompt_tokens(messages)[:5]  # the prompt stays cached, generated tokens do not
+
+
 def test_public_api_one_liner(demo_db):
     require_model()
     answer = slimsql.connect(str(demo_db)).ask("How many products?")

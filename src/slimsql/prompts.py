@@ -25,22 +25,35 @@ _DIALECT_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL", "duckdb": "DuckD
 class PromptStyle:
     name: str
     description: str
-    user: str  # template with {schema}, {question}, {dialect}
+    user: str  # template with {schema}, {question}, {dialect}, {values}
     system: str | None = None  # same fields
     schema_format: Callable[[Schema], str] = render_create
+    comment: str = ""  # prefix of the lines of the values block ("-- " where the prompt reads as SQL)
 
-    def messages(self, schema: Schema | str, question: str, dialect: str = "sqlite") -> list[Message]:
-        """Render the style. ``schema`` may be a Schema or already-rendered text."""
+    def messages(self, schema: Schema | str, question: str, dialect: str = "sqlite",
+                 values: str = "") -> list[Message]:
+        """Render the style. ``schema`` may be a Schema or already-rendered text; ``values``
+        are lines naming database values that match the question (value linking), shown
+        after the schema so prompts for one database keep sharing the schema prefix."""
         fields = {
             "schema": schema if isinstance(schema, str) else self.schema_format(schema),
             "question": question.strip(),
             "dialect": _DIALECT_NAMES.get(dialect, dialect),
+            "values": self._values(values),
         }
         out: list[Message] = []
         if self.system:
             out.append({"role": "system", "content": self.system.format(**fields)})
         out.append({"role": "user", "content": self.user.format(**fields)})
         return out
+
+    def _values(self, values: str) -> str:
+        lines = [line for line in values.splitlines() if line.strip()]
+        if not lines:
+            return ""
+        block = [f"{self.comment}Values in the database that match the question:"]
+        block += [f"{self.comment}{line}" for line in lines]
+        return "\n".join(block) + ("\n" if self.comment else "\n\n")
 
 
 STYLES: dict[str, PromptStyle] = {
@@ -50,26 +63,27 @@ STYLES: dict[str, PromptStyle] = {
             name="strict-chatml",
             description="The 350M QLoRA reference: a ChatML system turn that demands raw SQL only.",
             system="You are a SQL translation engine. Return ONLY raw SQL. Schema: {schema}",
-            user="{question}",
+            user="{values}{question}",
         ),
         PromptStyle(
             name="generate-sql",
             description="The Qwen3-4B full-SFT reference: one user turn, instruction first.",
             user="Generate SQL from the given schema and question. Output SQL only.\n\n"
-                 "Schema:\n{schema}\n\nQuestion: {question}",
+                 "Schema:\n{schema}\n\n{values}Question: {question}",
         ),
         PromptStyle(
             name="sqlite-expert",
             description="Schema as DDL, question as a SQL comment: the form code models see most.",
             system="You are a {dialect} expert. Answer with a single {dialect} query and nothing else.",
-            user="{schema}\n\n-- Using valid {dialect}, answer the following question for the tables "
+            user="{schema}\n\n{values}-- Using valid {dialect}, answer the following question for the tables "
                  "provided above.\n-- Question: {question}",
+            comment="-- ",
         ),
         PromptStyle(
             name="compact",
             description="strict-chatml with one line per table, for very wide schemas or short contexts.",
             system="You are a SQL translation engine. Return ONLY raw SQL. Schema: {schema}",
-            user="{question}",
+            user="{values}{question}",
             schema_format=render_compact,
         ),
     )

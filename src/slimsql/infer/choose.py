@@ -84,4 +84,12 @@ def vote(trace: Trace, trials: Sequence[Trial]) -> Trial | None:
     return members[best][0]
 
 
+def runner_up(trials: Sequence[Trial], margin: int) -> tuple[Trial, Trial] | None:
+    """After :func:`vote`: the first two groups' representatives when their votes are within ``margin``."""
+    heads = {t.group: t for t in reversed(trials) if t.ran and t.group is not None}
+    if 0 not in heads or 1 not in heads or heads[0].votes - heads[1].votes > margin:
+        return None
+    return heads[0], heads[1]
+
+
 STRATEGY = {"first": first, "vote": vote}

@@ -2,7 +2,8 @@
 
     propose:  schema --render--> messages --generate n--> texts --extract--> SQL candidates
     choose:   execute each (read-only) --[fix identifiers on failure]--> vote or first
-              --[no candidate ran: model repair rounds]--> the answer, with its trace
+              --[close vote: merge revision]--[no candidate ran: model repair rounds]-->
+              the answer, with its trace
 
 :func:`solve` runs the road and returns a :class:`Solution` (the trace of every
 candidate, and the chosen result) whether or not any candidate ran; :func:`ask`
@@ -188,6 +189,8 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
         runner.run(trial)
     winner = choose.STRATEGY[settings.strategy](trace, trials)
     lap("execution")
+    if winner is not None and settings.merge and settings.strategy == "vote":
+        winner = _merge(backend, messages, settings, trace, runner, schema, stats, lap) or winner
     failed = next((t for t in trials if t.sql is not None), None)
     while winner is None and trace.rounds < settings.repair_rounds and failed is not None:
         trace.rounds += 1
@@ -209,6 +212,28 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
         return Solution(question, trace, None, timings, first_error)
     trace.chosen = winner.index
     return Solution(question, trace, runner.results[winner.index], timings)
+
+
+def _merge(backend: Backend, messages: list[Message], settings: Settings, trace: Trace, runner: _Runner,
+           schema: Schema, stats: ExtractionStats | None, lap) -> Trial | None:
+    """A merge revision between the vote's two closest groups; the merged query if it runs."""
+    pair = choose.runner_up(trace.trials, settings.merge_margin)
+    if pair is None:
+        return None
+    shown = [(t.sql, runner.results[t.index].columns, runner.results[t.index].rows) for t in pair]
+    conversation = repair.merge_messages(messages, *shown)
+    config = GenerationConfig(max_tokens=settings.generation.max_tokens)
+    new = to_trials(backend.generate(conversation, config), schema.dialect, start=len(trace.trials),
+                    origin="merge", stats=stats)
+    lap("merge")
+    trace.trials.extend(new)
+    for trial in new:
+        runner.run(trial)
+    lap("execution")
+    merged = next((t for t in new if t.ran), None)
+    if merged is not None:
+        trace.note += f"; merge of candidates {pair[0].index} and {pair[1].index}"
+    return merged
 
 
 def ask(db: Database, backend: Backend, question: str, settings: Settings,

@@ -3,9 +3,10 @@
 :func:`fix_identifiers` is deterministic and works on sqlglot's parse tree (never
 on the text): a column that does not exist in the table its qualifier names, but
 exists in exactly one other table of the same SELECT, gets that table's
-qualifier; a near-miss name (case, underscores, a plural, a small edit distance)
-becomes the schema's name when exactly one name is that close. A query whose
-names all resolve is never changed.
+qualifier; a SELECT over a single table that names columns the table lacks reads
+from the one table that has them all instead; a near-miss name (case,
+underscores, a plural, a small edit distance) becomes the schema's name when
+exactly one name is that close. A query whose names all resolve is never changed.
 
 :func:`repair_messages` builds the model round: the conversation so far, the
 failed query as the model's turn, and a user turn with the database's error and
@@ -93,8 +94,8 @@ def _visible_columns(scope: Scope | None, names: _Names) -> set[str]:
     while scope is not None:
         for table in _scope_tables(scope, names).values():
             seen.update(names.columns[table])
-        seen.update(s.alias_or_name.lower() for s in scope.expression.selects) if isinstance(
-            scope.expression, exp.Select) else None
+        if isinstance(scope.expression, exp.Select):  # names the query itself gives its outputs
+            seen.update(s.alias.lower() for s in scope.expression.selects if isinstance(s, exp.Alias))
         scope = scope.parent
     return seen
 
@@ -150,6 +151,29 @@ def _fix_column(column: exp.Column, scope: Scope, tables: dict[str, str], names:
         changes.append(f"{name} -> {real}")
 
 
+def _fix_single_table(scope: Scope, names: _Names, changes: list[str]) -> None:
+    """A single-table SELECT naming columns its table lacks: the one table that has all of them."""
+    if len(scope.sources) != 1:
+        return
+    (alias, source), = scope.sources.items()
+    if not isinstance(source, exp.Table) or source.name.lower() not in names.tables:
+        return
+    outputs = {s.alias.lower() for s in scope.expression.selects if isinstance(s, exp.Alias)} \
+        if isinstance(scope.expression, exp.Select) else set()
+    wanted = {c.name.lower() for c in scope.columns
+              if isinstance(c, exp.Column) and c.name and not isinstance(c.this, exp.Star)
+              and (not c.table or c.table.lower() == alias.lower())} - outputs
+    if not wanted or wanted <= set(names.columns[source.name.lower()]):
+        return
+    if wanted & _visible_columns(scope.parent, names):
+        return  # may be correlated with an enclosing query
+    owners = [t for t, cols in names.columns.items() if wanted <= set(cols)]
+    if len(owners) == 1:
+        real = names.tables[owners[0]]
+        changes.append(f"{source.name} -> {real}")
+        source.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+
+
 def _written(scope: Scope, alias_lower: str) -> str:
     for alias in scope.sources:
         if alias.lower() == alias_lower:
@@ -169,6 +193,7 @@ def fix_identifiers(sql: str, schema: Schema, dialect: str = "sqlite") -> tuple[
     try:
         _fix_tables(tree, names, changes)
         for scope in traverse_scope(tree):
+            _fix_single_table(scope, names, changes)
             tables = _scope_tables(scope, names)
             for column in scope.columns:
                 if isinstance(column, exp.Column) and column.name and not isinstance(column.this, exp.Star):
@@ -204,3 +229,21 @@ def repair_messages(messages: Sequence[Message], failed_sql: str, error: str, sc
     return [*messages, {"role": "assistant", "content": failed_sql},
             {"role": "user", "content": f"That query failed: {error}{hint}\n"
                                         "Write a corrected query. Answer with a single query and nothing else."}]
+
+
+def _preview(columns: Sequence[str], rows: Sequence[tuple], limit: int = 5) -> str:
+    head = " | ".join(str(c) for c in columns)
+    body = ["  " + " | ".join("NULL" if v is None else str(v)[:40] for v in row) for row in rows[:limit]]
+    more = [f"  ... ({len(rows)} rows)"] if len(rows) > limit else []
+    return "\n".join([f"  {head}", *body, *more]) if rows else "  (no rows)"
+
+
+def merge_messages(messages: Sequence[Message], a: tuple[str, Sequence[str], Sequence[tuple]],
+                   b: tuple[str, Sequence[str], Sequence[tuple]]) -> list[Message]:
+    """The conversation for a merge revision: two candidate queries with a preview of their results."""
+    parts = []
+    for name, (sql, columns, rows) in (("A", a), ("B", b)):
+        parts.append(f"Query {name}:\n{sql}\nIts result:\n{_preview(columns, rows)}")
+    return [*messages, {"role": "user", "content": "Two queries give different results.\n\n" + "\n\n".join(parts)
+                        + "\n\nWhich one answers the question? Write the correct query (A, B, or a corrected one). "
+                          "Answer with a single query and nothing else."}]

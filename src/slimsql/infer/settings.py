@@ -27,7 +27,9 @@ class Settings:
     (:mod:`slimsql.infer.choose`). ``fix``: repair identifiers that do not exist on
     the parse tree (:mod:`slimsql.infer.repair`) when a candidate fails.
     ``repair_rounds``: when no candidate runs, give the model the database's
-    error this many times.
+    error this many times. ``merge``: when the vote's top two groups are within
+    ``merge_margin`` votes, show the model both queries with a preview of their
+    results and keep the query it writes if that runs (a merge revision).
     """
 
     style: str = DEFAULT_STYLE
@@ -38,6 +40,8 @@ class Settings:
     strategy: str = "first"
     fix: bool = False
     repair_rounds: int = 0
+    merge: bool = False
+    merge_margin: int = 1
 
     def __post_init__(self) -> None:
         get_style(self.style)

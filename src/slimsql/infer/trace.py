@@ -11,7 +11,7 @@ class Trial:
     """One candidate query: where it came from, what it was, what running it gave."""
 
     index: int
-    origin: str  # "sample" (the first proposal) or "repair" (a model repair round)
+    origin: str  # "sample" (the first proposal), "repair" (a model repair round) or "merge" (a merge revision)
     round: int = 0  # 0 for the first proposal, k for repair round k
     raw: str = ""  # the model's text
     sql: str | None = None  # the statement that ran (after any identifier fix)

@@ -1,0 +1,90 @@
+"""The five demo questions, answered by the default preset with the real embedded model.
+
+Each answer's rows are checked against hand-written correct queries. Where a
+question admits more than one reading (what "spent" or "revenue" counts), every
+reasonable reading is written out and the answer must match one of them; the
+rows are compared on what identifies the answer (the customers, the categories
+and their totals), not on column names or order.
+"""
+
+import sqlite3
+
+import pytest
+
+import slimsql
+from slimsql.demo import DEMO_QUESTIONS
+
+from .conftest import require_model, sha256
+
+pytestmark = pytest.mark.model
+
+# "spent" = what was paid for orders placed in 2024 (payments; cancelled orders have none), or the
+# discounted line totals of every 2024 order
+SPENT_2024 = (
+    "SELECT c.customer_id, c.first_name, c.last_name FROM customers c JOIN orders o ON o.customer_id = c.customer_id "
+    "JOIN payments p ON p.order_id = o.order_id WHERE o.order_date LIKE '2024%' "
+    "GROUP BY c.customer_id ORDER BY sum(p.amount) DESC LIMIT 5",
+    "SELECT c.customer_id, c.first_name, c.last_name FROM customers c JOIN orders o ON o.customer_id = c.customer_id "
+    "JOIN order_items i ON i.order_id = o.order_id WHERE o.order_date LIKE '2024%' "
+    "GROUP BY c.customer_id ORDER BY sum(i.quantity * i.unit_price * (1 - i.discount)) DESC LIMIT 5",
+)
+# revenue per category: line totals at the price paid (with or without the discount, with or without
+# cancelled orders), by category id or name
+REVENUE = tuple(
+    "SELECT c.category_id, c.name, round(sum(i.quantity * i.unit_price" + discount + "), 0) FROM categories c "
+    "JOIN products p ON p.category_id = c.category_id JOIN order_items i ON i.product_id = p.product_id "
+    "JOIN orders o ON o.order_id = i.order_id" + where + " GROUP BY c.category_id"
+    for discount in (" * (1 - i.discount)", "") for where in ("", " WHERE o.status != 'cancelled'")
+)
+
+
+def _identifies(row, keys) -> bool:
+    """The row names this entity: by its id, or by all of its text fields."""
+    cells = {str(v).lower() for v in row if v is not None}
+    key, *names = keys
+    return str(key) in cells or all(str(n).lower() in cells for n in names)
+
+
+def _entities_match(rows, expected) -> bool:
+    return len(rows) == len(expected) and all(any(_identifies(r, e) for r in rows) for e in expected)
+
+
+@pytest.fixture(scope="module")
+def answers(demo_master):
+    require_model()
+    before = sha256(demo_master)
+    conn = slimsql.connect(demo_master)  # the default preset
+    out = {q: conn.ask(q) for q in DEMO_QUESTIONS}
+    assert sha256(demo_master) == before
+    return out
+
+
+def _truth(db, sql):
+    with sqlite3.connect(db) as c:
+        return c.execute(sql).fetchall()
+
+
+def test_how_many_products(answers):
+    assert answers["How many products are there?"].rows == [(46,)]
+
+
+def test_cancelled_orders(answers):
+    assert answers["How many orders were cancelled?"].rows == [(254,)]
+
+
+def test_employees_without_a_manager(answers, demo_master):
+    expected = _truth(demo_master, "SELECT employee_id, first_name, last_name FROM employees WHERE manager_id IS NULL")
+    assert _entities_match(answers["Which employees have no manager?"].rows, expected)
+
+
+def test_top_customers_2024(answers, demo_master):
+    rows = answers["Which 5 customers spent the most in 2024?"].rows
+    assert any(_entities_match(rows, _truth(demo_master, sql)) for sql in SPENT_2024), rows
+
+
+def test_revenue_per_category(answers, demo_master):
+    rows = answers["What is the total revenue per product category?"].rows
+    got = {(str(r[0]).lower(), round(float(r[-1]))) for r in rows if isinstance(r[-1], (int, float))}
+    readings = [{(str(i).lower(), round(t)) for i, _, t in _truth(demo_master, sql)} |
+                {(str(n).lower(), round(t)) for _, n, t in _truth(demo_master, sql)} for sql in REVENUE]
+    assert len(rows) == len(_truth(demo_master, REVENUE[0])) and any(got <= r for r in readings), rows
