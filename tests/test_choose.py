@@ -113,3 +113,14 @@ def test_repair_messages_carry_the_error_and_the_columns_used():
     assert out[:1] == messages and out[1] == {"role": "assistant", "content": "SELECT total FROM orders"}
     assert "no such column: total" in out[2]["content"]
     assert "orders(order_id, customer_id, order_date)" in out[2]["content"]
+
+
+def test_empty_results_rank_after_any_value():
+    trials = [trial(0, []), trial(1, []), trial(2, [(None,)]), trial(3, [(5,)])]
+    for t, empty in zip(trials, (True, True, True, False)):
+        t.empty = empty
+    trace = Trace("vote", trials)
+    assert choose.vote(trace, trials).index == 3  # 1 vote with a value beats 2 empty votes
+    assert choose.is_empty(Result(("a",), [(None,), (None,)])) and not choose.is_empty(Result(("a",), [(0,)]))
+    only_empty = trials[:2]
+    assert choose.vote(Trace("vote", only_empty), only_empty).index == 0

@@ -129,7 +129,7 @@ def test_vote_picks_the_biggest_group_and_traces_every_candidate(demo_db):
                                        "SELECT count(order_id) FROM customers AS c JOIN orders AS o "
                                        "ON o.customer_id = c.customer_id",     # 2500
                                        "no idea"]],
-                            preset="default", repair_rounds=0)
+                            preset="default", n=4, repair_rounds=0)
     answer = conn.ask("How many orders?")
     assert answer.rows == [(2500,)] and answer.sql == "SELECT count(*) FROM orders"
     trace = answer.trace
@@ -198,15 +198,15 @@ def test_merge_revision_when_the_vote_is_close(demo_db):
     two_groups = ["SELECT count(*) FROM orders", "SELECT count(*) FROM customers",
                   "SELECT count(*) FROM orders", "SELECT count(*) FROM customers"]
     conn, backend = connect(demo_db, [two_groups, "SELECT count(*) FROM products"],
-                            preset="default", repair_rounds=0, merge=True)
+                            preset="default", n=4, repair_rounds=0, merge=True)
     answer = conn.ask("q")
     assert answer.rows == [(46,)] and answer.trace.trials[-1].origin == "merge"
     prompt = backend.calls[1][0][-1]["content"]
     assert "Query A:\nSELECT count(*) FROM orders" in prompt and "2500" in prompt and "Query B:" in prompt
     # a clear vote is not merged; a merged query that fails leaves the vote's choice
     conn, backend = connect(demo_db, [two_groups[:3] + ["SELECT count(*) FROM orders"]], preset="default",
-                            merge=True)
+                            n=4, merge=True)
     assert conn.ask("q").rows == [(2500,)] and len(backend.calls) == 1
-    conn, backend = connect(demo_db, [two_groups, "SELECT nope FROM orders"], preset="default", merge=True,
+    conn, backend = connect(demo_db, [two_groups, "SELECT nope FROM orders"], preset="default", n=4, merge=True,
                             repair_rounds=0)
     assert conn.ask("q").rows == [(2500,)] and len(backend.calls) == 2

@@ -7,11 +7,14 @@ Voting rules, written down (and tested in ``tests/test_choose.py``):
    the rows as a multiset, or as a sequence when the query orders its output
    (a top-level ORDER BY); column names do not matter, values compare exactly,
    and a result cut at the row cap only equals another cut result.
-3. The biggest group wins. Among groups of equal size, the one whose members'
+3. A group whose result is empty (no rows, or only NULLs) ranks after every
+   group with a value: people ask questions that have answers, and an empty
+   result is far more often a wrong filter than the answer.
+4. Then the biggest group wins. Among groups of equal size, the one whose members'
    mean per-token log-probabilities sum higher wins (a backend that reports no
    log-probabilities counts 0); then the group holding the earliest candidate
    (candidate 0 is the greedy one). So the choice is deterministic.
-4. The group's representative is its earliest member.
+5. The group's representative is its earliest member.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def _canonical(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 2.0 and 2 are one answer (SQLite's avg() vs count())
     return repr(value)
+
+
+def is_empty(result: Result) -> bool:
+    """No rows, or nothing but NULLs (e.g. an aggregate over no rows)."""
+    return all(v is None for row in result.rows for v in row)
 
 
 def signature(result: Result, ordered: bool) -> str:
@@ -72,8 +80,8 @@ def vote(trace: Trace, trials: Sequence[Trial]) -> Trial | None:
     members: dict[str, list[Trial]] = {}
     for t in ran:
         members.setdefault(t.signature, []).append(t)
-    ranked = sorted(members, key=lambda s: (-sizes[s], -sum(_mean_logprob(t) for t in members[s]),
-                                            members[s][0].index))
+    ranked = sorted(members, key=lambda s: (members[s][0].empty, -sizes[s],
+                                            -sum(_mean_logprob(t) for t in members[s]), members[s][0].index))
     for number, sig in enumerate(ranked):
         for t in members[sig]:
             t.group, t.votes = number, sizes[sig]

@@ -160,7 +160,7 @@ class _Runner:
             trial.error_kind = next((kind for cls, kind in _KINDS if isinstance(error, cls)), "error")
             self.errors[trial.index] = error
             return
-        trial.rows = len(result.rows)
+        trial.rows, trial.empty = len(result.rows), choose.is_empty(result)
         trial.signature = choose.signature(result, choose.orders_rows(trial.sql, self.schema.dialect))
         self.results[trial.index] = result
 

@@ -67,10 +67,10 @@ class Settings:
 PRESETS: dict[str, dict[str, Any]] = {
     # One greedy completion, the first that runs: the cheapest road.
     "fast": dict(strategy="first", fix=True, repair_rounds=0, n=1, temperature=0.0),
-    # The greedy answer plus sampled ones, decoded together, voted by result.
-    "default": dict(strategy="vote", fix=True, repair_rounds=1, n=4, temperature=0.8),
-    # More samples, more repair.
-    "accurate": dict(strategy="vote", fix=True, repair_rounds=2, n=8, temperature=0.8),
+    # The greedy answer plus 7 sampled ones, decoded together, voted by result.
+    "default": dict(strategy="vote", fix=True, repair_rounds=1, n=8, temperature=0.8),
+    # Twice the samples, more repair.
+    "accurate": dict(strategy="vote", fix=True, repair_rounds=2, n=16, temperature=0.8),
 }
 DEFAULT_PRESET = "default"
 _GENERATION = {f.name for f in fields(GenerationConfig)}

@@ -21,6 +21,7 @@ class Trial:
     error: str | None = None
     error_kind: str | None = None  # no_sql | unsafe | query | timeout
     rows: int | None = None
+    empty: bool = False  # the result has no rows, or only NULLs
     signature: str | None = None  # short hash of the result, as voting compares it
     group: int | None = None
     votes: int = 0
