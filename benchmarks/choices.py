@@ -1,17 +1,24 @@
-"""How well does the road choose? Re-score every candidate in a run's traces.
+"""Ablations of the choose step on a run's own candidates, with no model run.
 
-For each scored example of an eval run folder, every candidate the road produced
-(stored in the record's trace) is executed again and scored against the gold
-query with the same scoring code as ``slimsql eval``. That gives, on exactly the
-candidates the run saw:
+Every candidate the road produced for an example is stored in the record's
+trace. This script executes each distinct candidate again, scores it against the
+gold query with the same scoring code as ``slimsql eval``, and derives what the
+road would have answered with one component of the choose step changed:
 
-* the greedy candidate alone (candidate 0), the first that ran, the vote as run;
-* the ceiling of any choice: some candidate is right;
-* the vote under alternative rules (``--rules``), for ablations of the choose step.
+* ``greedy``: candidate 0 as the model wrote it (no identifier fix, no repair);
+* ``first``: the first candidate that ran (identifier fixes and repairs kept);
+* ``no-fix``: as run, but candidates that only ran after an identifier fix count as failed;
+* ``no-repair``: as run, but without the model repair rounds;
+* ``no-empty-rule``: the vote without ranking empty results last;
+* ``ceiling``: some candidate is right (no choice can do better).
 
-No model runs; writes ``choices.json`` into the run folder.
+Each variant becomes a run folder (``<out>/<variant>/``: config.json, predictions.jsonl,
+metrics.json) that ``slimsql eval compare`` reads, so the ablation table has paired
+bootstrap CIs on exactly the same examples. Caveat: a variant is derived from the
+candidates of the run; where a component changes which later steps run (e.g. with no
+fix, a repair round might have been asked for), the derived variant cannot know it.
 
-    python benchmarks/choices.py runs/s100-default
+    python benchmarks/choices.py benchmarks/results/spider-dev-qwen2.5-coder-0.5b-default --out runs/ablate
 """
 
 from __future__ import annotations
@@ -20,71 +27,92 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
-from slimsql.eval import datasets
-from slimsql.eval.runner import Scorer
+from slimsql.eval import datasets, metrics
+from slimsql.eval.runner import GENERATED, Scorer
 from slimsql.eval.store import RunFolder
 from slimsql.infer import choose
-from slimsql.infer.trace import Trace
+from slimsql.infer.trace import Trace, Trial
 
 SPIDER = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spider"
 
 
-def _vote(trace: Trace, nonempty_first: bool, logprob_ties: bool) -> int | None:
-    ran = [t for t in trace.trials if t.ran]
-    if not ran:
-        return None
-    pool = ([t for t in ran if t.rows] or ran) if nonempty_first else ran
-    if not logprob_ties:
-        pool = [replace(t, logprob=None) for t in pool]
-    return choose.vote(Trace(trace.strategy, pool), pool).index
+def _vote(trials: list[Trial], *, empty_rule: bool = True) -> Trial | None:
+    ran = [t for t in trials if t.ran]
+    if not empty_rule:
+        ran = [replace(t, empty=False) for t in ran]
+    return choose.vote(Trace("vote"), ran) if ran else None
 
 
-#: Alternative choose rules measured on the run's own candidates.
-RULES = {
-    "vote_nonempty_first": lambda trace: _vote(trace, True, True),
-    "vote_ties_to_earliest": lambda trace: _vote(trace, False, False),
-    "vote_nonempty_first_ties_to_earliest": lambda trace: _vote(trace, True, False),
+def _choose(trace: Trace, trials: list[Trial]) -> Trial | None:
+    """The run's own strategy over ``trials`` (repair trials only count when nothing else ran)."""
+    samples = [t for t in trials if t.origin == "sample"]
+    pick = _vote(samples) if trace.strategy == "vote" else choose.first(Trace("first"), samples)
+    if pick is None:
+        pick = next((t for t in trials if t.origin == "repair" and t.ran), None)
+    return pick
+
+
+def _unfixed(t: Trial) -> Trial:
+    return replace(t, sql=t.extracted, signature=None) if t.repairs else t
+
+
+VARIANTS: dict[str, Callable[[Trace], Trial | str | None]] = {
+    "greedy": lambda tr: tr.trials[0] if not tr.trials[0].repairs else replace(tr.trials[0], sql=tr.trials[0].extracted),
+    "first": lambda tr: next((t for t in tr.trials if t.ran), None),
+    "no-fix": lambda tr: _choose(tr, [_unfixed(t) for t in tr.trials]),
+    "no-repair": lambda tr: _choose(tr, [t for t in tr.trials if t.origin != "repair"]),
+    "no-empty-rule": lambda tr: (_vote([t for t in tr.trials if t.origin == "sample"], empty_rule=False)
+                                 or next((t for t in tr.trials if t.origin == "repair" and t.ran), None)),
+    "as-run": lambda tr: tr.winner,
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="folder for one run folder per variant")
     parser.add_argument("--data", type=Path, default=SPIDER)
     args = parser.parse_args()
-    folder = RunFolder(args.run)
-    config = folder.config()
-    dataset = datasets.load_spider(args.data, config["split"])
-    examples = {ex.id: ex for ex in dataset.examples}
+    source = RunFolder(args.run)
+    config = source.config()
+    examples = {ex.id: ex for ex in datasets.load_spider(args.data, config["split"]).examples}
     scorer = Scorer(config.get("semantics", "spider"), 30.0)
-    counts = {"examples": 0, "greedy": 0, "first_ran": 0, "chosen": 0, "ceiling": 0, **{k: 0 for k in RULES}}
+    derived: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    ceiling = total = 0
     try:
-        for record in folder.records():
+        for record in source.records():
             example = examples.get(record["id"])
             if example is None or not example.executable or "trace" not in record:
                 continue
             trace = Trace.from_dict(record["trace"])
             schema = scorer.db(example.db_paths[0]).schema(0)
-            right: dict[str, bool] = {}
-            for t in trace.trials:
-                if t.sql and t.ran and t.sql not in right:
-                    scored = scorer.score(example, schema, {"pred_sql": t.sql, "executable": True})
-                    right[t.sql] = bool(scored.get("ex"))
-            ok = lambda index: index is not None and right.get(trace.trials[index].sql, False)  # noqa: E731
-            counts["examples"] += 1
-            counts["greedy"] += ok(0)
-            counts["first_ran"] += ok(next((t.index for t in trace.trials if t.ran), None))
-            counts["chosen"] += ok(trace.chosen)
-            counts["ceiling"] += any(right.values())
-            for name, rule in RULES.items():
-                counts[name] += ok(rule(trace))
+            base = {k: record[k] for k in GENERATED if k in record and k != "trace"}
+            scored: dict[str | None, dict] = {}
+
+            def score(sql: str | None) -> dict:
+                if sql not in scored:
+                    scored[sql] = scorer.score(example, schema, {**base, "pred_sql": sql})
+                return scored[sql]
+
+            total += 1
+            ceiling += any(score(t.sql).get("ex") for t in trace.trials if t.ran)
+            for name, variant in VARIANTS.items():
+                pick = variant(trace)
+                sql = pick.sql if pick is not None else None
+                derived[name].append(dict(score(sql)))
     finally:
         scorer.close()
-    n = counts["examples"] or 1
-    result = {**counts, **{f"{k}_ex": round(v / n, 4) for k, v in counts.items() if k != "examples"}}
-    (args.run / "choices.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    summary = {"run": str(args.run), "examples": total, "ceiling": round(ceiling / max(total, 1), 4)}
+    for name, records in derived.items():
+        folder = RunFolder(args.out / name)
+        folder.start({**config, "ablation": name})
+        folder.replace_records(records)
+        folder.write_metrics({**metrics.summarize(records), "config": {**config, "ablation": name}})
+        summary[name] = {"ex": metrics.summarize(records)["ex"], "valid_sql": metrics.summarize(records)["valid_sql"]}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

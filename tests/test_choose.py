@@ -124,3 +124,17 @@ def test_empty_results_rank_after_any_value():
     assert choose.is_empty(Result(("a",), [(None,), (None,)])) and not choose.is_empty(Result(("a",), [(0,)]))
     only_empty = trials[:2]
     assert choose.vote(Trace("vote", only_empty), only_empty).index == 0
+
+
+def test_error_hints_say_where_a_name_really_is():
+    from slimsql.infer.repair import error_hint
+
+    hint = error_hint("the database refused the query: no such column: o.quantity", SHOP)
+    assert hint[0] == "The column quantity is in table order_items."
+    hint = error_hint("no such column: name", SHOP)
+    assert hint[0] == "The column name is in table products."
+    assert error_hint("no such column: firstnam", SHOP) == [
+        "No table has a column firstnam. Similar columns: customers.first_name."]
+    assert error_hint("no such table: customer", SHOP) == ["There is no table customer. Similar tables: customers."]
+    assert "Join keys: orders.customer_id = customers.customer_id." in error_hint("no such column: order_date", SHOP)
+    assert error_hint("syntax error", SHOP) == []

@@ -9,7 +9,7 @@ reports. Reading a run never writes to it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -44,11 +44,11 @@ class RunFolder:
     # -- writing ---------------------------------------------------------------------
 
     def start(self, config: Any) -> None:
-        """Create the folder for ``config`` (a dataclass), or check that it holds the same run.
+        """Create the folder for ``config`` (a dataclass or a mapping), or check that it holds the same run.
 
         Resuming with any different setting is refused: one folder, one run.
         """
-        wanted = asdict(config)
+        wanted = asdict(config) if is_dataclass(config) else dict(config)
         if self.config_path.exists():
             saved = json.loads(self.config_path.read_text())
             if saved != wanted:

@@ -195,14 +195,14 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     while winner is None and trace.rounds < settings.repair_rounds and failed is not None:
         trace.rounds += 1
         conversation = repair.repair_messages(messages, failed.sql, failed.error or "", schema, schema.dialect)
-        config = GenerationConfig(max_tokens=settings.generation.max_tokens)  # one greedy completion
-        new = to_trials(backend.generate(conversation, config), schema.dialect, start=len(trace.trials),
+        # as many candidates as the proposal, chosen the same way
+        new = to_trials(backend.generate(conversation, settings.generation), schema.dialect, start=len(trace.trials),
                         origin="repair", round_=trace.rounds, stats=stats)
         lap("repair")
         trace.trials.extend(new)
         for trial in new:
             runner.run(trial)
-        winner = choose.first(trace, new)
+        winner = choose.STRATEGY[settings.strategy](trace, new)
         failed = next((t for t in new if t.sql is not None), failed)
         lap("execution")
     timings["total"] = round(sum(timings.values()), 4)

@@ -15,6 +15,8 @@ the columns of the tables the query uses.
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Sequence
 
 import sqlglot
@@ -218,14 +220,55 @@ def _tables_used(sql: str, schema: Schema, dialect: str) -> list[str]:
     return seen
 
 
+# SQLite's wording of the two errors a hint can explain (messages, not SQL: a regex is fine here)
+_NO_COLUMN = re.compile(r"no such column: (?:([^\s.]+)\.)?(\S+)")
+_NO_TABLE = re.compile(r"no such table: (?:[^\s.]+\.)?(\S+)")
+
+
+def _join_keys(schema: Schema, table: str) -> list[str]:
+    keys = []
+    for t in schema.tables:
+        for key in t.foreign_keys:
+            if table.lower() in (t.name.lower(), key.ref_table.lower()):
+                target = schema.table(key.ref_table)
+                refs = key.ref_columns or (target.primary_key if target else ())
+                keys += [f"{quote(t.name)}.{quote(a)} = {quote(key.ref_table)}.{quote(b)}"
+                         for a, b in zip(key.columns, refs)]
+    return keys
+
+
+def error_hint(error: str, schema: Schema) -> list[str]:
+    """Where the name the database did not find actually is, from the schema."""
+    found = _NO_COLUMN.search(error)
+    if found:
+        name = found.group(2)
+        owners = [t for t in schema.tables if any(c.name.lower() == name.lower() for c in t.columns)]
+        if owners:
+            lines = [f"The column {name} is in table {', '.join(quote(t.name) for t in owners)}."]
+            keys = [k for t in owners[:2] for k in _join_keys(schema, t.name)]
+            return lines + ([f"Join keys: {'; '.join(dict.fromkeys(keys))}."] if keys else [])
+        every = [f"{t.name}.{c.name}" for t in schema.tables for c in t.columns]
+        near = difflib.get_close_matches(name.lower(), [e.split(".", 1)[1].lower() for e in every], n=3, cutoff=0.6)
+        similar = [e for e in every if e.split(".", 1)[1].lower() in near][:3]
+        return [f"No table has a column {name}." + (f" Similar columns: {', '.join(similar)}." if similar else "")]
+    found = _NO_TABLE.search(error)
+    if found:
+        near = difflib.get_close_matches(found.group(1).lower(), [t.name.lower() for t in schema.tables], n=3)
+        names = [t.name for t in schema.tables if t.name.lower() in near]
+        return [f"There is no table {found.group(1)}." + (f" Similar tables: {', '.join(names)}." if names else "")]
+    return []
+
+
 def repair_messages(messages: Sequence[Message], failed_sql: str, error: str, schema: Schema,
                     dialect: str = "sqlite") -> list[Message]:
-    """The conversation for one model repair round."""
+    """The conversation for one model repair round: the error, where the missing name really is,
+    and the columns of the tables the query uses."""
     lines = []
     for name in _tables_used(failed_sql, schema, dialect):
         table = schema.table(name)
         lines.append(f"{quote(table.name)}({', '.join(quote(c.name) for c in table.columns)})")
-    hint = ("\nColumns of the tables it uses:\n" + "\n".join(lines)) if lines else ""
+    hint = "".join("\n" + line for line in error_hint(error, schema))
+    hint += ("\nColumns of the tables it uses:\n" + "\n".join(lines)) if lines else ""
     return [*messages, {"role": "assistant", "content": failed_sql},
             {"role": "user", "content": f"That query failed: {error}{hint}\n"
                                         "Write a corrected query. Answer with a single query and nothing else."}]
