@@ -10,8 +10,8 @@ seeded sample of Spider dev when ../shared/benchmarks/spider is present):
 
 and writes ``benchmarks/results/latency-<model>.json`` (plus a Markdown table on stdout).
 
-    python benchmarks/latency.py                      # both backends, 0.5B, greedy
-    python benchmarks/latency.py --backends llama-cpp --spider-dbs 10 --per-db 5
+    python benchmarks/latency.py                      # both backends, 0.5B, the default preset
+    python benchmarks/latency.py --backends llama-cpp --preset fast --spider-dbs 10 --per-db 5
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import slimsql
+import slimsql.infer
 from slimsql.demo import DEMO_QUESTIONS, build_demo
 from slimsql.errors import SlimsqlError
 
@@ -73,9 +74,10 @@ def spider_sample(dbs: int, per_db: int, seed: int) -> list[tuple[Path, str]]:
     return [(path(db), q) for db in chosen for q in by_db[db][:per_db]]
 
 
-def cold_start(db: Path, question: str, model: str, backend: str) -> float:
+def cold_start(db: Path, question: str, model: str, backend: str, preset: str) -> float:
     code = ("import time, sys; t = time.perf_counter(); import slimsql; "
-            f"a = slimsql.connect({str(db)!r}, model={model!r}, backend={backend!r}).ask({question!r}); "
+            f"a = slimsql.connect({str(db)!r}, model={model!r}, backend={backend!r}, preset={preset!r})"
+            f".ask({question!r}); "
             "print(time.perf_counter() - t)")
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -85,7 +87,8 @@ def cold_start(db: Path, question: str, model: str, backend: str) -> float:
     return round(wall, 3)
 
 
-def run_backend(name: str, model: str, suites: dict[str, list[tuple[Path, str]]], threads: int | None) -> dict:
+def run_backend(name: str, model: str, suites: dict[str, list[tuple[Path, str]]], threads: int | None,
+                preset: str) -> dict:
     from slimsql.backends import load_backend
 
     options = {"n_threads": threads} if threads else {}
@@ -97,7 +100,8 @@ def run_backend(name: str, model: str, suites: dict[str, list[tuple[Path, str]]]
     for suite, questions in suites.items():
         rows = []
         for db, question in questions:
-            conn = connections.get(db) or connections.setdefault(db, slimsql.connect(db, backend=backend))
+            conn = connections.get(db) or connections.setdefault(db, slimsql.connect(db, backend=backend,
+                                                                                       preset=preset))
             start = time.perf_counter()
             try:
                 answer = conn.ask(question)
@@ -128,6 +132,7 @@ def main() -> int:
     parser.add_argument("--per-db", type=int, default=5, help="questions per Spider database")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--preset", default="default", help="answer preset (fast, default, accurate)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -141,22 +146,23 @@ def main() -> int:
         "benchmark": "slimsql latency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version()},
-        "model": args.model, "decoding": "greedy", "style": slimsql.Settings().style,
+        "model": args.model, "preset": args.preset,
+        "settings": slimsql.infer.resolve(args.preset).describe(),
         "command": "python " + " ".join(sys.argv),
         "questions": {k: len(v) for k, v in suites.items()},
         "cold_start_s": {},
         "backends": [],
     }
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        results["cold_start_s"][name] = cold_start(db, DEMO_QUESTIONS[0], args.model, name)
-        results["backends"].append(run_backend(name, args.model, suites, args.threads))
+        results["cold_start_s"][name] = cold_start(db, DEMO_QUESTIONS[0], args.model, name, args.preset)
+        results["backends"].append(run_backend(name, args.model, suites, args.threads, args.preset))
 
     medians = {b["backend"]: {s: v["summary"]["median_s"] for s, v in b["suites"].items()} for b in results["backends"]}
     if {"llama-cpp", "transformers"} <= set(medians):
         results["speedup_llama_over_transformers"] = {
             s: round(medians["transformers"][s] / medians["llama-cpp"][s], 2) for s in medians["llama-cpp"]}
 
-    out = args.out or ROOT / "benchmarks" / "results" / f"latency-{args.model}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"latency-{args.model}-{args.preset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
 

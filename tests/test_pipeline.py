@@ -21,7 +21,7 @@ def test_ask_runs_the_whole_road(demo_db):
     assert answer.sql == "SELECT count(*) AS n FROM products"
     assert answer.columns == ("n",) and answer.rows == [(46,)] and not answer.truncated
     assert answer.fixes == ("fence", "semicolon")
-    assert set(answer.timings) == {"schema", "generation", "execution", "total"}
+    assert set(answer.timings) == {"schema", "linking", "generation", "execution", "total"}
     assert answer.model == "scripted"
     messages, config = backend.calls[0]
     assert "CREATE TABLE products" in messages[-1]["content"] + messages[0]["content"]

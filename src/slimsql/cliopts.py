@@ -34,10 +34,15 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
                    help="model repair rounds when no candidate runs (0 = off)")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="when the vote is close, let the model merge the top two queries (merge revision)")
+    p.add_argument("--values", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the database values the question mentions (value linking)")
+    p.add_argument("--prune-tokens", type=int, default=None,
+                   help="above this many schema tokens, show only the tables the question is about (0 = off)")
     p.add_argument("--samples", type=int, default=3, help="example values per text column in the prompt")
 
 
 def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:
     return resolve(args.preset, style=args.style, n=args.candidates, temperature=args.temperature, seed=args.seed,
                    max_tokens=args.max_tokens, strategy=args.strategy, fix=args.fix,
-                   repair_rounds=args.repair_rounds, merge=args.merge, samples=args.samples, **fixed)
+                   repair_rounds=args.repair_rounds, merge=args.merge, values=args.values,
+                   prune_tokens=args.prune_tokens, samples=args.samples, **fixed)

@@ -1,6 +1,7 @@
 """One question's road, as small steps a reader can see at once::
 
-    propose:  schema --render--> messages --generate n--> texts --extract--> SQL candidates
+    propose:  schema --[link values, prune]--> --render--> messages --generate n--> texts
+              --extract--> SQL candidates
     choose:   execute each (read-only) --[fix identifiers on failure]--> vote or first
               --[close vote: merge revision]--[no candidate ran: model repair rounds]-->
               the answer, with its trace
@@ -23,7 +24,7 @@ from ..errors import InputError, NoSQLError, QueryError, QueryTimeout, SlimsqlEr
 from ..prompts import get_style
 from ..schema import Schema
 from ..sql import ExtractionStats, extract
-from . import choose, repair
+from . import choose, linking, repair
 from .settings import Settings
 from .trace import Trace, Trial
 
@@ -97,8 +98,29 @@ def check_question(question: str) -> str:
     return question.strip()
 
 
-def render(schema: Schema, question: str, settings: Settings) -> list[Message]:
-    return get_style(settings.style).messages(schema, question, schema.dialect)
+def render(schema: Schema, question: str, settings: Settings, values: str = "") -> list[Message]:
+    return get_style(settings.style).messages(schema, question, schema.dialect, values)
+
+
+def _estimate_tokens(text: str) -> int:
+    return len(text) // 3
+
+
+def link(db: Database, backend: Backend, schema: Schema, question: str, settings: Settings,
+         trace: Trace) -> tuple[Schema, str]:
+    """The schema to show and the linked values, per the settings (recorded in ``trace``)."""
+    matches = []
+    if settings.values:
+        matches = linking.ValueIndex.for_database(db).match(question)
+        trace.values = [f"{m.table}.{m.column} = {m.value!r}" for m in matches]
+    shown = schema
+    if settings.prune_tokens:
+        count = getattr(backend, "count_tokens", _estimate_tokens)
+        shown = linking.prune(schema, question, budget_tokens=settings.prune_tokens, count_tokens=count,
+                              matches=matches, render=get_style(settings.style).schema_format)
+        if shown is not schema:
+            trace.tables = shown.names()
+    return shown, linking.render_values(matches)
 
 
 def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, origin: str = "sample",
@@ -180,10 +202,13 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
 
     schema = schema if schema is not None else db.schema(settings.samples)
     lap("schema")
-    messages = render(schema, question, settings)
+    trace = Trace(strategy=settings.strategy)
+    shown, values = link(db, backend, schema, question, settings, trace)
+    lap("linking")
+    messages = render(shown, question, settings, values)
     trials = to_trials(backend.generate(messages, settings.generation), schema.dialect, stats=stats)
     lap("generation")
-    trace = Trace(strategy=settings.strategy, trials=trials)
+    trace.trials = trials
     runner = _Runner(db, schema, settings)
     for trial in trials:
         runner.run(trial)

@@ -30,6 +30,9 @@ class Settings:
     error this many times. ``merge``: when the vote's top two groups are within
     ``merge_margin`` votes, show the model both queries with a preview of their
     results and keep the query it writes if that runs (a merge revision).
+    ``values``: show the database values the question mentions (value linking).
+    ``prune_tokens``: above this many schema tokens, show only the tables the
+    question is about (0 = never prune).
     """
 
     style: str = DEFAULT_STYLE
@@ -42,6 +45,8 @@ class Settings:
     repair_rounds: int = 0
     merge: bool = False
     merge_margin: int = 1
+    values: bool = False
+    prune_tokens: int = 0
 
     def __post_init__(self) -> None:
         get_style(self.style)
@@ -53,6 +58,8 @@ class Settings:
             raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.repair_rounds < 0:
             raise InputError(f"--repair-rounds must be 0 or more, got {self.repair_rounds}")
+        if self.prune_tokens < 0:
+            raise InputError(f"--prune-tokens must be 0 (off) or more, got {self.prune_tokens}")
         if self.samples < 0:
             raise InputError(f"--samples must be 0 or more, got {self.samples}")
 

@@ -55,16 +55,24 @@ class Trace:
     chosen: int | None = None  # index into trials
     rounds: int = 0  # model repair rounds used
     note: str = ""  # how the choice was made (e.g. "vote 3/4", "tie -> logprob")
+    values: list[str] = field(default_factory=list)  # linked database values shown in the prompt
+    tables: list[str] | None = None  # the tables shown, when the schema was pruned
 
     @property
     def winner(self) -> Trial | None:
         return None if self.chosen is None else self.trials[self.chosen]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "chosen": self.chosen, "rounds": self.rounds, "note": self.note,
+        data = {"strategy": self.strategy, "chosen": self.chosen, "rounds": self.rounds, "note": self.note,
                 "trials": [t.to_dict() for t in self.trials]}
+        if self.values:
+            data["values"] = self.values
+        if self.tables is not None:
+            data["tables"] = self.tables
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Trace":
         return cls(strategy=data["strategy"], chosen=data.get("chosen"), rounds=data.get("rounds", 0),
-                   note=data.get("note", ""), trials=[Trial.from_dict(t) for t in data.get("trials", ())])
+                   note=data.get("note", ""), trials=[Trial.from_dict(t) for t in data.get("trials", ())],
+                   values=list(data.get("values", ())), tables=data.get("tables"))
