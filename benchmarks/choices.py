@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from slimsql.eval import datasets, metrics
-from slimsql.eval.runner import GENERATED, Scorer
+from slimsql.eval.runner import GENERATED
+from slimsql.eval.scoring import Scorer
 from slimsql.eval.store import RunFolder
 from slimsql.infer import choose
 from slimsql.infer.trace import Trace, Trial

@@ -270,3 +270,16 @@ def test_rescore_keeps_generations_and_redoes_scoring(spider_like, tmp_path, cap
     assert [r["raw"] for r in load_records(path) if "raw" in r] == [r["raw"] for r in records if "raw" in r]
     assert len(backend.calls) == calls  # nothing generated again
     assert "rescored 4 examples" in capsys.readouterr().out
+
+
+def test_score_is_one_pure_function_of_example_sql_and_database(spider_like):
+    from slimsql.eval.scoring import Score, score
+
+    example = next(e for e in datasets.load_spider(spider_like).examples if e.question == "How many items?")
+    right = score(example, "SELECT count(*) FROM item")
+    assert right == score(example, "SELECT count(*) FROM item")  # the same answer every time
+    assert isinstance(right, Score) and right.ex and right.valid and right.em and right.hardness == "easy"
+    wrong = score(example, "SELECT nme FROM item")
+    assert not wrong.ex and not wrong.valid and "no such column" in wrong.exec_error
+    assert score(example, "DELETE FROM item").unsafe and score(example, None) == Score(
+        em=False, schema_ok=False, hardness="easy")

@@ -21,14 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import infer
 from ..backends import Backend
 from ..db.sqlite import SQLiteDatabase
-from ..errors import InputError, QueryError, SlimsqlError, UnsafeSQLError
+from ..errors import InputError, SlimsqlError
 from ..schema import Schema
-from . import exact, execution, metrics
+from . import exact, metrics
 from .datasets import Dataset, Example
+from .scoring import EVAL_MAX_ROWS, Scorer  # noqa: F401  (Scorer: part of this module's API)
 from .store import RunFolder, load_records  # noqa: F401  (load_records: part of this module's API)
-
-EVAL_MAX_ROWS = 100_000
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -66,84 +64,6 @@ class RunConfig:
 
 def _question(example: Example) -> str:
     return f"{example.question}\nHint: {example.evidence}" if example.evidence else example.question
-
-
-class Scorer:
-    """Executes and scores on the worker thread; owns that thread's connections."""
-
-    def __init__(self, semantics: str, timeout: float):
-        self.semantics, self.timeout = semantics, timeout
-        self._dbs: dict[Path, SQLiteDatabase] = {}
-        self._keys: dict[int, tuple[Schema, dict[str, str]]] = {}
-
-    def db(self, path: Path) -> SQLiteDatabase:
-        if path not in self._dbs:
-            self._dbs[path] = SQLiteDatabase(path, timeout=self.timeout, max_rows=EVAL_MAX_ROWS)
-        return self._dbs[path]
-
-    def _key_map(self, schema: Schema) -> dict[str, str]:
-        """Foreign-key column map of a schema, computed once per schema."""
-        key = id(schema)
-        if key not in self._keys:
-            self._keys[key] = (schema, exact.key_map_from_schema(schema))  # keep schema alive: id stays unique
-        return self._keys[key][1]
-
-    def _rows(self, path: Path, sql: str):
-        return self.db(path).execute(sql).rows
-
-    def score(self, example: Example, schema: Schema, record: dict[str, Any]) -> dict[str, Any]:
-        start = time.perf_counter()
-        gold_sql = example.gold_sql
-        keys = self._key_map(schema)
-        try:
-            gold_query = exact.parse_query(gold_sql, schema, keys)  # parsed once: hardness and EM
-            record["hardness"] = exact.hardness(gold_query)
-        except ValueError:
-            gold_query, record["hardness"] = None, None
-        try:
-            gold = [self._rows(p, gold_sql) for p in example.db_paths]
-        except SlimsqlError as err:
-            record.update(gold_error=str(err), ex=False, ts=None, valid=False, em=None, schema_ok=None)
-            return self._finish(record, start)
-        pred_sql = record.get("pred_sql")
-        record.update(valid=False, ex=False, ts=False if len(example.db_paths) > 1 else None, schema_ok=False)
-        if gold_query is None:
-            record["em"] = None  # the gold query itself is outside what the matcher parses
-        elif pred_sql:
-            try:
-                record["em"] = exact.exact_match_queries(exact.parse_query(pred_sql, schema, keys), gold_query)
-            except ValueError:
-                record["em"] = False
-        else:
-            record["em"] = False
-        if pred_sql is None:
-            return self._finish(record, start)
-        record["schema_ok"] = metrics.schema_adherence(pred_sql, schema)
-        try:
-            predicted = [self._rows(p, pred_sql) for p in example.db_paths]
-        except UnsafeSQLError as err:
-            record.update(unsafe=str(err))
-            return self._finish(record, start)
-        except QueryError as err:
-            record.update(exec_error=str(err))
-            return self._finish(record, start)
-        record["valid"] = True
-        record["ex"] = execution.results_match(gold[0], predicted[0], gold_sql=gold_sql, semantics=self.semantics)
-        if len(example.db_paths) > 1:
-            record["ts"] = execution.test_suite_match(list(zip(gold, predicted)), gold_sql=gold_sql,
-                                                      semantics=self.semantics)
-        return self._finish(record, start)
-
-    @staticmethod
-    def _finish(record: dict[str, Any], start: float) -> dict[str, Any]:
-        record["score_s"] = round(time.perf_counter() - start, 4)
-        record["category"] = metrics.categorize(record) if record.get("executable") and not record.get(
-            "gold_error") else None
-        return record
-
-    def close(self) -> None:
-        for db in self._dbs.values():
-            db.close()
 
 
 class Databases:

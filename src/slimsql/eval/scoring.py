@@ -1,0 +1,129 @@
+"""Scoring one prediction: (example, predicted SQL, database) -> :class:`Score`.
+
+The one place that decides whether a predicted query is right. ``slimsql eval``
+scores every example with it, and the fine-tuning reward calls :func:`score`, so
+what is measured and what is optimized cannot drift apart. Execution goes
+through the core's read-only layer (allow-list, time limit, row cap).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..db.sqlite import SQLiteDatabase
+from ..errors import QueryError, SlimsqlError, UnsafeSQLError
+from ..schema import Schema
+from . import exact, execution, metrics
+from .datasets import Example
+
+EVAL_MAX_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Score:
+    ex: bool = False  # execution accuracy (Spider or BIRD semantics)
+    valid: bool = False  # the prediction ran
+    em: bool | None = None  # exact set match; None when the gold query is outside the matcher
+    ts: bool | None = None  # test-suite accuracy, when the example has several databases
+    schema_ok: bool | None = None  # every table and column it names exists
+    hardness: str | None = None  # Spider hardness of the gold query
+    exec_error: str | None = None
+    unsafe: str | None = None
+    gold_error: str | None = None  # the gold query itself failed: the example is not scored
+
+    def fields(self) -> dict[str, Any]:
+        """The record fields of this score (errors only when present)."""
+        data = asdict(self)
+        for key in ("exec_error", "unsafe", "gold_error"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+
+class Scorer:
+    """Executes and scores; owns its read-only connections (one thread at a time)."""
+
+    def __init__(self, semantics: str = "spider", timeout: float = 30.0):
+        self.semantics, self.timeout = semantics, timeout
+        self._dbs: dict[Path, SQLiteDatabase] = {}
+        self._keys: dict[int, tuple[Schema, dict[str, str]]] = {}
+
+    def db(self, path: Path) -> SQLiteDatabase:
+        if path not in self._dbs:
+            self._dbs[path] = SQLiteDatabase(path, timeout=self.timeout, max_rows=EVAL_MAX_ROWS)
+        return self._dbs[path]
+
+    def _key_map(self, schema: Schema) -> dict[str, str]:
+        """Foreign-key column map of a schema, computed once per schema."""
+        key = id(schema)
+        if key not in self._keys:
+            self._keys[key] = (schema, exact.key_map_from_schema(schema))  # keep schema alive: id stays unique
+        return self._keys[key][1]
+
+    def _rows(self, path: Path, sql: str):
+        return self.db(path).execute(sql).rows
+
+    def score_sql(self, example: Example, schema: Schema, pred_sql: str | None) -> Score:
+        gold_sql, keys = example.gold_sql, self._key_map(schema)
+        try:
+            gold_query = exact.parse_query(gold_sql, schema, keys)  # parsed once: hardness and EM
+            hardness = exact.hardness(gold_query)
+        except ValueError:
+            gold_query, hardness = None, None
+        try:
+            gold = [self._rows(p, gold_sql) for p in example.db_paths]
+        except SlimsqlError as err:
+            return Score(hardness=hardness, gold_error=str(err))
+        suite = len(example.db_paths) > 1
+        if gold_query is None:
+            em = None  # the gold query itself is outside what the matcher parses
+        elif pred_sql:
+            try:
+                em = exact.exact_match_queries(exact.parse_query(pred_sql, schema, keys), gold_query)
+            except ValueError:
+                em = False
+        else:
+            em = False
+        failed = dict(em=em, hardness=hardness, ts=False if suite else None)
+        if pred_sql is None:
+            return Score(schema_ok=False, **failed)
+        schema_ok = metrics.schema_adherence(pred_sql, schema)
+        try:
+            predicted = [self._rows(p, pred_sql) for p in example.db_paths]
+        except UnsafeSQLError as err:
+            return Score(schema_ok=schema_ok, unsafe=str(err), **failed)
+        except QueryError as err:
+            return Score(schema_ok=schema_ok, exec_error=str(err), **failed)
+        ex = execution.results_match(gold[0], predicted[0], gold_sql=gold_sql, semantics=self.semantics)
+        ts = execution.test_suite_match(list(zip(gold, predicted)), gold_sql=gold_sql,
+                                        semantics=self.semantics) if suite else None
+        return Score(ex=ex, valid=True, em=em, ts=ts, schema_ok=schema_ok, hardness=hardness)
+
+    def score(self, example: Example, schema: Schema, record: dict[str, Any]) -> dict[str, Any]:
+        """Fill a run record with the score of its ``pred_sql``."""
+        start = time.perf_counter()
+        result = self.score_sql(example, schema, record.get("pred_sql"))
+        record.update(result.fields())
+        if result.gold_error:
+            record.update(ex=False, ts=None, valid=False, em=None, schema_ok=None)
+        record["score_s"] = round(time.perf_counter() - start, 4)
+        record["category"] = metrics.categorize(record) if record.get("executable") and not result.gold_error \
+            else None
+        return record
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+
+
+def score(example: Example, pred_sql: str | None, *, semantics: str = "spider", timeout: float = 30.0) -> Score:
+    """Score one prediction against ``example``'s gold query on its database(s)."""
+    if not example.executable:
+        raise ValueError(f"example {example.id} has no database")
+    with closing(Scorer(semantics, timeout)) as scorer:
+        return scorer.score_sql(example, scorer.db(example.db_paths[0]).schema(0), pred_sql)
