@@ -283,3 +283,19 @@ def test_score_is_one_pure_function_of_example_sql_and_database(spider_like):
     assert not wrong.ex and not wrong.valid and "no such column" in wrong.exec_error
     assert score(example, "DELETE FROM item").unsafe and score(example, None) == Score(
         em=False, schema_ok=False, hardness="easy")
+
+
+def test_reading_a_run_never_writes_to_it(spider_like, tmp_path):
+    from slimsql.eval.report import load_run
+    from slimsql.eval.store import RunFolder
+
+    out = tmp_path / "run"
+    cfg = RunConfig.for_settings(Settings(), dataset="spider", split="dev", model="scripted", backend="scripted")
+    run(datasets.load_spider(spider_like), scripted(), out, cfg, Settings(), show_progress=False)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    load_run(out)
+    folder = RunFolder(out)
+    folder.config(), folder.records(), folder.metrics()
+    compare(out, out)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+    assert folder.config()["settings"]["strategy"] == Settings().strategy  # every answer-shaping setting is kept

@@ -37,6 +37,7 @@ class Candidate:
     completion_tokens: int = 0
     seconds: float = 0.0
     logprob: float | None = None  # summed log-probability of the completion's tokens, when known
+    truncated: bool = False  # cut at a token limit before the model ended it
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ from . import Candidate, GenerationConfig, Message
 
 #: Sampler settings of llama.cpp's defaults that slimsql keeps (create_completion's).
 TOP_K, MIN_P = 40, 0.05
+#: Once the greedy candidate has ended, a sampled one may run to SAMPLE_FACTOR times its length
+#: (at least SAMPLE_FLOOR tokens) before it is cut: one rambling sample must not hold up the batch.
+SAMPLE_FACTOR, SAMPLE_FLOOR = 3, 64
 
 
 class LlamaCppBackend:
@@ -177,6 +180,8 @@ class LlamaCppBackend:
                 self._lib.llama_memory_seq_cp(self._ctx.memory, 0, seq, -1, -1)
             texts: list[list[int]] = [[] for _ in range(count)]
             logprobs = [0.0] * count
+            cut = [False] * count
+            limit = [config.max_tokens] * count  # sampled ones shrink once the greedy one is done
             # groups of sequences with identical tokens so far, each with the batch index of its logits
             groups: list[tuple[int, list[int]]] = [(index, list(range(count)))]
             pos = len(tokens)
@@ -188,10 +193,15 @@ class LlamaCppBackend:
                         token = samplers[seq].sample(self._ctx, index)
                         logprobs[seq] += float(table[token])
                         if self._lib.llama_vocab_is_eog(self._vocab, token):
+                            if greedy[seq] and count > 1:
+                                limit = [m if greedy[i] else min(m, max(SAMPLE_FLOOR, SAMPLE_FACTOR * len(texts[seq])))
+                                         for i, m in enumerate(limit)]
                             continue
                         texts[seq].append(token)
-                        if len(texts[seq]) < config.max_tokens:
+                        if len(texts[seq]) < limit[seq]:
                             step.setdefault((index, token), []).append(seq)
+                        else:
+                            cut[seq] = True
                 if not step:
                     break
                 self._submit([(token, pos, seqs, True) for (_, token), seqs in step.items()])
@@ -206,5 +216,5 @@ class LlamaCppBackend:
                 self._lib.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
         seconds = (time.perf_counter() - start) / count
         return [Candidate(text=self.llm.detokenize(t).decode("utf-8", errors="replace"), prompt_tokens=len(tokens),
-                          completion_tokens=len(t), seconds=seconds, logprob=round(lp, 4))
-                for t, lp in zip(texts, logprobs)]
+                          completion_tokens=len(t), seconds=seconds, logprob=round(lp, 4), truncated=c)
+                for t, lp, c in zip(texts, logprobs, cut)]

@@ -131,6 +131,11 @@ def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, orig
         trial = Trial(index=start + i, origin=origin, round=round_, raw=candidate.text, logprob=candidate.logprob,
                       prompt_tokens=candidate.prompt_tokens, completion_tokens=candidate.completion_tokens,
                       seconds=round(candidate.seconds, 4))
+        trials.append(trial)
+        if candidate.truncated and i > 0:
+            # a sample cut off at its token limit is unfinished; its prefix is not an answer
+            trial.error, trial.error_kind = f"cut off after {candidate.completion_tokens} tokens", "truncated"
+            continue
         try:
             extraction = extract(candidate.text, dialect)
             trial.sql, trial.fixes = extraction.sql, extraction.fixes
@@ -139,7 +144,6 @@ def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, orig
             extraction = None
         if stats is not None:
             stats.record(extraction)
-        trials.append(trial)
     return trials
 
 

@@ -19,7 +19,7 @@ class Trial:
     fixes: tuple[str, ...] = ()  # extraction clean-ups
     repairs: tuple[str, ...] = ()  # identifier fixes on the parse tree, e.g. "o.quantity -> oi.quantity"
     error: str | None = None
-    error_kind: str | None = None  # no_sql | unsafe | query | timeout
+    error_kind: str | None = None  # no_sql | truncated | unsafe | query | timeout
     rows: int | None = None
     empty: bool = False  # the result has no rows, or only NULLs
     signature: str | None = None  # short hash of the result, as voting compares it
