@@ -56,6 +56,7 @@ def test_values_the_question_mentions_land_on_their_columns(city_db):
     # a value starting with a stop word, a quoted value, punctuation aside
     assert [m.value for m in index.match("songs by the beatles")] == ["The Beatles"]
     assert [m.value for m in index.match("members of O'Brien & Sons")] == ["O'Brien & Sons"]
+    assert index.match("which are still pendings?") == [ValueMatch("orders", "status", "pending", 95.0)]  # singular
     assert index.match("songs by the who") == [] and [m.value for m in index.match('songs by "the Who"')] == [
         "The Who"]  # only stop words: found only when quoted
     assert render_values(index.match("customers from Boston or new york, orders pending")).splitlines() == [

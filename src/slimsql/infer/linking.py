@@ -130,7 +130,7 @@ class ValueIndex:
 
     def match(self, question: str, *, limit: int = 8, per_column: int = 3, threshold: float = 88.0) -> list[ValueMatch]:
         """Values the question mentions, best first (score, then table, column, value): exact
-        matches of its quoted strings and 1- to 4-word n-grams score 100; n-grams of 4 characters
+        matches of its quoted strings and 1- to 4-word n-grams score 100, of their singular 95; n-grams of 4 characters
         or more also match values at least ``threshold`` similar (rapidfuzz's ``fuzz.ratio``)."""
         from rapidfuzz import fuzz, process
 
@@ -139,6 +139,10 @@ class ValueIndex:
         for phrase in exact:
             for entry in self._by_key.get(phrase, ()):
                 found[entry] = 100.0
+            head, _, last = phrase.rpartition(" ")
+            singular = f"{head} {_singular(last)}".strip()
+            for entry in self._by_key.get(singular, ()) if singular != phrase else ():
+                found[entry] = max(found.get(entry, 0.0), 95.0)  # "cats" names 'cat'
         if self._keys:
             for phrase in fuzzy:
                 for text, score, _ in process.extract(phrase, self._keys, scorer=fuzz.ratio, score_cutoff=threshold,
