@@ -161,6 +161,10 @@ def test_cli_eval_commands(spider_like, tmp_path, monkeypatch, capsys):
     data = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert data["metrics"]["ex"]["diff"] == 0.0
     assert cli.main(["eval", "report", str(tmp_path / "nothing")]) == 2
+    only = tmp_path / "only"
+    assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(only), "--db-id", "zoo"]) == 0
+    assert {r["db_id"] for r in load_records(only / "predictions.jsonl")} == {"zoo"}
+    assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(only), "--db-id", "nope"]) == 2
 
 
 def test_paired_bootstrap():

@@ -34,12 +34,12 @@ def _load(args: argparse.Namespace) -> datasets.Dataset:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    dataset = _load(args).sample(args.limit, args.seed or 0)
+    dataset = _load(args).only(args.db_id).sample(args.limit, args.seed or 0)
     settings = settings_from_args(args, timeout=args.timeout)
     config = RunConfig.for_settings(settings, dataset=dataset.name, split=dataset.split,
                                     model=args.model or models.DEFAULT_MODEL, backend=args.backend,
                                     semantics=args.semantics, limit=args.limit, seed=args.seed or 0,
-                                    preset=args.preset or DEFAULT_PRESET)
+                                    preset=args.preset or DEFAULT_PRESET, db_ids=args.db_id)
     loading = display.ModelLoading()
     options = loading.options()
     if args.threads:
@@ -65,7 +65,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     config = RunConfig(**json.loads(saved.read_text()))
     args.format = {"create-context": "context"}.get(config.dataset, config.dataset)
     args.split, args.out = config.split, args.run
-    summary = rescore(_load(args).sample(config.limit, config.seed), Path(args.run), config)
+    summary = rescore(_load(args).only(config.db_ids).sample(config.limit, config.seed), Path(args.run), config)
     write_report(args.run)
     print(f"rescored {summary['scored']} examples: EX {100 * (summary['ex'] or 0):.1f}%  "
           f"EM {100 * (summary['em'] or 0):.1f}%  -> {args.run}/report.md")
@@ -106,6 +106,7 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
         p.add_argument("--backend", default=DEFAULT_BACKEND)
         p.add_argument("--semantics", default="bird" if name == "bird" else "spider", choices=("spider", "bird"))
         p.add_argument("--limit", type=int, default=None, help="evaluate a seeded sample of this many examples")
+        p.add_argument("--db-id", action="append", default=None, help="only the examples of this database (repeatable)")
         add_answer_options(p)  # --seed seeds both the --limit sample and sampling
         p.add_argument("--timeout", type=float, default=30.0, help="per-query time limit (s)")
         p.add_argument("--threads", type=int, default=None)

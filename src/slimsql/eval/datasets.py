@@ -45,6 +45,17 @@ class Dataset:
     examples: list[Example]
     missing_dbs: dict[str, int] = field(default_factory=dict)  # db_id -> examples without a database
 
+    def only(self, db_ids: list[str] | None) -> "Dataset":
+        """The examples of the databases named (all when none are)."""
+        if not db_ids:
+            return self
+        unknown = set(db_ids) - {ex.db_id for ex in self.examples}
+        if unknown:
+            raise InputError(f"no examples for database(s): {', '.join(sorted(unknown))}")
+        picked = [ex for ex in self.examples if ex.db_id in db_ids]
+        missing = {d: n for d, n in self.missing_dbs.items() if d in db_ids}
+        return Dataset(self.name, self.split, picked, missing)
+
     def sample(self, limit: int | None, seed: int = 0) -> "Dataset":
         """A reproducible subset (the same examples for the same seed and limit)."""
         if not limit or limit >= len(self.examples):

@@ -50,6 +50,7 @@ class RunConfig:
     seed: int = 0
     preset: str | None = None
     settings: dict[str, Any] | None = None
+    db_ids: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.semantics not in ("spider", "bird"):
