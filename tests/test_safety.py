@@ -9,6 +9,7 @@ import os
 import pytest
 
 from slimsql.db.sqlite import SQLiteDatabase
+from slimsql.db.worker import guarded_connection
 from slimsql.errors import QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
 
 from .conftest import sha256
@@ -137,16 +138,21 @@ def test_extension_loading_is_disabled(guarded):
 
 
 def test_query_only_is_on(guarded):
-    guarded._conn.set_authorizer(None)  # look underneath the authorizer
-    assert guarded._conn.execute("PRAGMA query_only").fetchone() == (1,)
+    # The worker process opens its connection with this very function; look underneath the authorizer.
+    conn, _ = guarded_connection(guarded._worker.config)
+    conn.set_authorizer(None)
+    assert conn.execute("PRAGMA query_only").fetchone() == (1,)
+    conn.close()
 
 
 def test_read_only_open_refuses_writes_even_without_query_only(demo_db):
     before = sha256(demo_db)
     db = SQLiteDatabase(demo_db)
-    db._conn.set_authorizer(None)
-    db._conn.execute("PRAGMA query_only = OFF")
+    conn, _ = guarded_connection(db._worker.config)
+    conn.set_authorizer(None)
+    conn.execute("PRAGMA query_only = OFF")
     with pytest.raises(Exception, match="readonly"):
-        db._conn.execute("DELETE FROM orders")
+        conn.execute("DELETE FROM orders")
+    conn.close()
     db.close()
     assert sha256(demo_db) == before
