@@ -13,14 +13,13 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..sql import MAX_SQL_CHARS
 
 MiB = 1024 * 1024
 #: Largest time limit accepted (seconds); finite so a deadline always exists.
 MAX_TIMEOUT = 24 * 3600.0
 #: Largest row cap accepted; the byte cap bounds memory long before this.
 MAX_ROWS = 10_000_000
-#: SQL text longer than this is refused before it is parsed (characters).
-MAX_SQL_CHARS = 100_000
 
 #: ``sqlite3.SQLITE_LIMIT_<name>`` -> value, applied to every worker connection.
 SQLITE_LIMITS = {

@@ -113,16 +113,21 @@ class Session:
         self.conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
         self.guard.first = None
         start = time.perf_counter()
-        rows, used, cut_by = [], 0, ""
+        rows, used, cut_by, widest = [], 0, "", _ROW_OVERHEAD
         try:
             cursor = self.conn.execute(sql, params)
             columns = tuple(d[0] for d in cursor.description or ())
             while not cut_by:
-                batch = cursor.fetchmany(min(512, max_rows + 1 - len(rows)))
+                # Fetch in batches, but never more rows at once than the byte budget
+                # left would hold at the widest row seen so far.
+                size = max(1, min(512, max_rows + 1 - len(rows), (max_bytes - used) // widest, 2 * len(rows)))
+                batch = cursor.fetchmany(size)
                 if not batch:
                     break
                 for row in batch:
-                    used += _ROW_OVERHEAD + sum(map(_size, row))
+                    width = _ROW_OVERHEAD + sum(map(_size, row))
+                    widest = max(widest, width)
+                    used += width
                     if used > max_bytes:
                         cut_by = "bytes"
                         break
