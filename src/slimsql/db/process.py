@@ -71,7 +71,7 @@ class Worker:
             raise DatabaseError("could not start the query worker process") from None
         if reply[0] != "ok":
             self.stop()
-            raise _OpenFailed(reply[2])
+            raise _OpenFailed(reply[1], reply[2])
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -139,7 +139,11 @@ class Worker:
 
 
 class _OpenFailed(Exception):
-    """SQLite refused to open the database (message from the worker)."""
+    """The worker could not open the database: (kind, message)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def describe_death(returncode: int | None) -> str:

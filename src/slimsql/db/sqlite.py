@@ -42,7 +42,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from ..errors import DatabaseError, QueryError, QueryTimeout
 from ..schema import Column, ForeignKey, Schema, Table
@@ -51,7 +50,6 @@ from . import Result
 from .limits import MiB, Limits, check_max_rows, check_timeout
 from .process import KILL_GRACE, Deadline, Worker, WorkerDied, _OpenFailed, describe_death
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 #: Pragmas the authorizer lets through, as statements (introspection) or as
 #: table-valued functions (``pragma_table_info(...)``): they only read the schema.
 READ_PRAGMAS = frozenset({
@@ -71,34 +69,25 @@ def shown(path) -> str:
 
 
 def _check_file(path: Path) -> bytes:
-    """The first 100 bytes (the SQLite header) of ``path``, or DatabaseError."""
+    """``path`` resolved, as bytes, or DatabaseError. Only ``stat``: this process never
+    opens the file itself (see ``worker.uri_for`` on POSIX locks)."""
     try:
         if not path.exists():
             raise DatabaseError(f"database not found: {shown(path)}")
         if not path.is_file():
             raise DatabaseError(f"not a file: {shown(path)}")
-        with path.open("rb") as handle:
-            header = handle.read(100)
+        return os.fsencode(path.resolve())
     except OSError as err:
         raise DatabaseError(f"cannot read {shown(path)}: {err.strerror or err}") from None
-    if header[: len(SQLITE_HEADER)] != SQLITE_HEADER:
-        raise DatabaseError(f"not a SQLite database: {shown(path)}")
-    return header
 
 
-def _uri(path: Path, header: bytes) -> str:
-    """``mode=ro``; and ``immutable=1`` for a WAL database with no WAL content to read
-    (then SQLite creates no -wal or -shm file and takes no lock). See the threat model."""
-    resolved = os.fsencode(path.resolve())
-    params = "mode=ro"
-    if header[18:20] == b"\x02\x02":  # file format versions 2: WAL
-        wal = Path(os.fsdecode(resolved + b"-wal"))
-        if not wal.exists() or wal.stat().st_size == 0:
-            params += "&immutable=1"
-    return "file:" + quote(resolved) + "?" + params
-
-
-def _open_error(path: Path, message: str) -> DatabaseError:
+def _open_error(path: Path, kind: str, message: str) -> DatabaseError:
+    if kind == "format":
+        return DatabaseError(f"not a SQLite database: {shown(path)}")
+    if kind == "read":
+        return DatabaseError(f"cannot read {shown(path)}: {message}")
+    if "locked" in message:
+        return DatabaseError(f"cannot open {shown(path)}: it is locked by another process")
     journal = Path(str(path) + "-journal")
     if ("readonly" in message or "read-only" in message) and journal.exists():
         return DatabaseError(f"cannot open {shown(path)}: an interrupted write left {shown(journal.name)} beside it; "
@@ -121,12 +110,7 @@ class SQLiteDatabase:
         self.timeout = check_timeout(timeout)
         self.max_rows = check_max_rows(max_rows)
         self.limits = limits or Limits()
-        header = _check_file(self.path)
-        try:
-            uri = _uri(self.path, header)
-        except OSError as err:
-            raise DatabaseError(f"cannot read {shown(self.path)}: {err.strerror or err}") from None
-        config = {"uri": uri, "denied": sorted(DENIED_FUNCTIONS), "read_pragmas": sorted(READ_PRAGMAS),
+        config = {"path": _check_file(self.path), "busy_seconds": self.timeout, "denied": sorted(DENIED_FUNCTIONS), "read_pragmas": sorted(READ_PRAGMAS),
                   "sqlite_limits": {**self.limits.sqlite, "LENGTH": min(self.limits.sqlite.get("LENGTH", MAX_VALUE_BYTES),
                                                                         MAX_VALUE_BYTES)},
                   "memory": self.limits.memory, "heap": self.limits.heap, "temp_file": self.limits.temp_file}
@@ -135,7 +119,7 @@ class SQLiteDatabase:
         try:
             self._worker.start()
         except _OpenFailed as err:
-            raise _open_error(self.path, str(err)) from None
+            raise _open_error(self.path, err.kind, str(err)) from None
         self._schema: dict[int, Schema] = {}
         #: (name, reason) of each table or view introspection could not read.
         self.skipped: list[tuple[str, str]] = []

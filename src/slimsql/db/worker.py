@@ -20,6 +20,7 @@ import sqlite3
 import struct
 import sys
 import time
+from urllib.parse import quote
 
 try:
     import resource
@@ -27,6 +28,7 @@ except ImportError:  # not POSIX: no operating-system limits, the deadline still
     resource = None
 
 HEADER = struct.Struct("<I")
+SQLITE_HEADER = b"SQLite format 3\x00"
 _PROGRESS_STEPS = 1000
 _ROW_OVERHEAD, _VALUE_OVERHEAD = 64, 16
 EXIT_NO_MEMORY = 3
@@ -66,9 +68,37 @@ class Guard:
         return sqlite3.SQLITE_DENY
 
 
+class NotSQLite(Exception):
+    pass
+
+
+def uri_for(path: bytes) -> str:
+    """The read-only URI of ``path``: ``mode=ro``, plus ``immutable=1`` for a WAL database
+    with no WAL content (then SQLite creates no -wal or -shm file and takes no lock).
+
+    The header is read here, in the worker, never in the parent: closing any file
+    descriptor on a database drops every POSIX lock its process holds on it, which
+    would silently unlock a writer connection the parent process may have open.
+    """
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if header[: len(SQLITE_HEADER)] != SQLITE_HEADER:
+        raise NotSQLite()
+    params = "mode=ro"
+    if header[18:20] == b"\x02\x02":  # file format versions 2: WAL
+        try:
+            wal = os.stat(path + b"-wal").st_size
+        except FileNotFoundError:
+            wal = 0
+        if wal == 0:
+            params += "&immutable=1"
+    return "file:" + quote(path) + "?" + params
+
+
 def guarded_connection(config: dict) -> tuple[sqlite3.Connection, Guard]:
-    """Open ``config['uri']`` read-only with every connection-level layer on."""
-    conn = sqlite3.connect(config["uri"], uri=True, check_same_thread=False, isolation_level=None)
+    """Open ``config['path']`` read-only with every connection-level layer on."""
+    conn = sqlite3.connect(uri_for(config["path"]), uri=True, check_same_thread=False, isolation_level=None,
+                           timeout=config.get("busy_seconds", 5.0))
     conn.execute("PRAGMA query_only = ON")
     heap = config.get("heap")
     if heap:
@@ -218,6 +248,10 @@ def serve() -> int:
                 try:
                     session = Session(*guarded_connection(request[1]))
                     reply = ("ok",)
+                except NotSQLite:
+                    reply = ("error", "format", "not a SQLite database")
+                except OSError as err:
+                    reply = ("error", "read", err.strerror or str(err))
                 except sqlite3.Error as err:
                     reply = ("error", "open", str(err) or type(err).__name__)
             elif op == "query":
