@@ -342,3 +342,36 @@ def test_wal_database_with_live_wal_keeps_main_and_wal_identical(tmp_path):
 
 
 SlimsqlErrors = (QueryError, UnsafeSQLError)
+
+
+def test_idle_workers_are_capped(demo_db, monkeypatch):
+    from slimsql.db import process
+
+    monkeypatch.setattr(process, "MAX_LIVE_WORKERS", 2)
+    databases = [SQLiteDatabase(demo_db) for _ in range(4)]
+    try:
+        assert sum(d._worker._proc is not None for d in databases) <= 2
+        assert all(d.execute("SELECT 1").rows == [(1,)] for d in databases)  # stopped ones restart
+        assert sum(d._worker._proc is not None for d in databases) <= 2
+    finally:
+        for database in databases:
+            database.close()
+
+
+def test_worker_dies_with_its_parent(demo_db):
+    code = ("import sys, time; from slimsql.db.sqlite import SQLiteDatabase; "
+            f"d = SQLiteDatabase({str(demo_db)!r}); print(d._worker._proc.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{child}/stat") as handle:
+            if handle.read().split(")")[1].split()[0] == "Z":
+                return  # a zombie waiting for its (dead) parent's reaper
+        time.sleep(0.1)
+    pytest.fail("the worker outlived its parent")

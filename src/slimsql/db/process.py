@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from ..errors import DatabaseError
@@ -28,6 +29,30 @@ START_SECONDS = 15.0
 #: The parent waits this long past a query's own deadline (where SQLite's progress
 #: handler stops ordinary queries cleanly) before it kills the worker.
 KILL_GRACE = 0.25
+#: Idle workers beyond this many are stopped, least recently used first (they
+#: restart on their next query), so a caller holding many connections, as the
+#: evaluation of a test suite with hundreds of database files does, holds few processes.
+MAX_LIVE_WORKERS = 16
+_live: "OrderedDict[int, Worker]" = OrderedDict()
+_live_lock = threading.Lock()
+
+
+def _touch(worker: "Worker") -> None:
+    with _live_lock:
+        _live.pop(id(worker), None)
+        _live[id(worker)] = worker
+        extra = [w for w in _live.values() if w is not worker][: max(0, len(_live) - MAX_LIVE_WORKERS)]
+    for other in extra:
+        if other.lock.acquire(blocking=False):  # busy ones are left alone
+            try:
+                other.stop()
+            finally:
+                other.lock.release()
+
+
+def _forget(worker: "Worker") -> None:
+    with _live_lock:
+        _live.pop(id(worker), None)
 
 
 class Deadline(Exception):
@@ -64,8 +89,9 @@ class Worker:
         proc = subprocess.Popen([sys.executable, "-I", "-S", WORKER_SCRIPT], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
         self._proc = proc
+        _touch(self)
         try:
-            reply = self._call(("open", self.config), time.monotonic() + START_SECONDS)
+            reply = self._call(("open", {**self.config, "parent": os.getpid()}), time.monotonic() + START_SECONDS)
         except (Deadline, WorkerDied):
             self.stop()
             raise DatabaseError("could not start the query worker process") from None
@@ -75,6 +101,7 @@ class Worker:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
+        _forget(self)
         if proc is None:
             return
         for stream in (proc.stdin, proc.stdout):
@@ -103,6 +130,8 @@ class Worker:
         with self.lock:
             if self._proc is None:
                 self.start()
+            else:
+                _touch(self)
             return self._call(message, time.monotonic() + seconds)
 
     def _call(self, message: tuple, deadline: float) -> tuple:

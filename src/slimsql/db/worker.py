@@ -201,7 +201,22 @@ class Session:
         return ("ok", found)
 
 
+def _die_with_parent(parent: int | None) -> None:
+    """Linux: be killed when the parent dies, even in the middle of a long step."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent and os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+
+
 def _limit_self(config: dict) -> None:
+    if sys.platform.startswith("linux"):
+        _die_with_parent(config.get("parent"))
     if resource is None:
         return
     for name, key in (("RLIMIT_AS", "memory"), ("RLIMIT_FSIZE", "temp_file"), ("RLIMIT_CORE", None)):
