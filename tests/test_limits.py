@@ -341,6 +341,24 @@ def test_wal_database_with_live_wal_keeps_main_and_wal_identical(tmp_path):
         writer.close()
 
 
+
+def test_wal_database_of_a_crashed_writer(tmp_path):
+    """-wal content but no -shm: SQLite rebuilds the -shm index; main and -wal stay byte-identical."""
+    live = tmp_path / "live" / "db.sqlite"
+    live.parent.mkdir()
+    writer = _wal_db(live, keep_writer=True)
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    shutil.copy(live, crashed / "db.sqlite")
+    shutil.copy(str(live) + "-wal", crashed / "db.sqlite-wal")
+    writer.close()
+    before = sha256(crashed / "db.sqlite"), sha256(crashed / "db.sqlite-wal")
+    with SQLiteDatabase(crashed / "db.sqlite") as database:
+        assert database.execute("SELECT count(*) FROM t").rows == [(2,)]
+    assert (sha256(crashed / "db.sqlite"), sha256(crashed / "db.sqlite-wal")) == before
+    assert sorted(os.listdir(crashed)) == ["db.sqlite", "db.sqlite-shm", "db.sqlite-wal"]
+
+
 SlimsqlErrors = (QueryError, UnsafeSQLError)
 
 
@@ -375,3 +393,34 @@ def test_worker_dies_with_its_parent(demo_db):
                 return  # a zombie waiting for its (dead) parent's reaper
         time.sleep(0.1)
     pytest.fail("the worker outlived its parent")
+
+
+WRITES = [
+    "INSERT INTO t SELECT 1", "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+    "WITH x AS (SELECT 1) DELETE FROM t WHERE a IN (SELECT * FROM x)",
+    "WITH x AS (SELECT 1) UPDATE t SET a = (SELECT * FROM x)", "UPDATE t SET a = u.a FROM (SELECT a FROM t) u",
+    "REPLACE INTO t VALUES (1)", "INSERT INTO t VALUES (1) RETURNING *", "CREATE TABLE v AS SELECT 1",
+    "CREATE VIEW w AS SELECT 1", "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM t; END",
+    "CREATE TEMP TABLE z AS SELECT 1", "ATTACH ':memory:' AS m", "VACUUM", "ANALYZE", "BEGIN",
+    "INSERT INTO boxes VALUES (1, 0, 1)", "DELETE FROM boxes_node", "INSERT INTO docs(docs) VALUES ('optimize')",
+    "PRAGMA page_size = 512", "PRAGMA data_version = 1", "UPDATE sqlite_master SET sql = ''",
+]
+
+
+@pytest.mark.parametrize("sql", WRITES)
+def test_authorizer_alone_refuses_writes_on_a_writable_connection(tmp_path, sql):
+    """The write allowance for virtual-table constructors never lets a writing statement through."""
+    from slimsql.db.sqlite import READ_PRAGMAS
+    from slimsql.db.worker import Guard
+    from slimsql.sql import DENIED_FUNCTIONS
+
+    conn = sqlite3.connect(tmp_path / "w.sqlite", isolation_level=None)
+    conn.executescript("CREATE TABLE t (a); CREATE VIRTUAL TABLE boxes USING rtree(id, x0, x1); "
+                       "CREATE VIRTUAL TABLE docs USING fts5(body);")
+    guard = Guard(DENIED_FUNCTIONS, READ_PRAGMAS)
+    conn.set_authorizer(guard)
+    assert conn.execute("SELECT count(*) FROM boxes, docs, json_each('[1]')").fetchone() == (0,)
+    guard.first = None
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized|authorization denied|may not be modified"):
+        conn.execute(sql)
+    conn.close()

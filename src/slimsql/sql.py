@@ -242,6 +242,10 @@ def check_read_only(sql: str, dialect: str = "sqlite") -> exp.Expression:
     if len(sql) > MAX_SQL_CHARS:
         raise UnsafeSQLError(f"not run: the SQL is {len(sql):,} characters long, more than the {MAX_SQL_CHARS:,} "
                              "that are checked")
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError as err:  # e.g. undecodable bytes from the command line
+        raise UnsafeSQLError(f"not run: the SQL is not valid UTF-8 text (at character {err.start + 1})") from None
     read = _CheckedSQLite if dialect == "sqlite" else dialect
     try:
         statements = [s for s in sqlglot.parse(sql, read=read) if s is not None]

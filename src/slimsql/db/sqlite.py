@@ -1,39 +1,93 @@
-"""SQLite, read-only by construction.
+"""SQLite, read-only by construction, every query bounded in time and memory.
 
 Threat model
 ============
-Model output is untrusted text. The user's database file must never change,
-and a query must not escape the database, hang the process or exhaust memory.
+Model output (and hand-written SQL, and the database file itself) is untrusted.
+The user's database file must never change, and no query, value or database
+file may escape the database, hang the caller or exhaust the machine.
 
 Covered, each by its own layer (so one bug does not open the door):
 
-1. Allow-list (``slimsql.sql.check_read_only``): exactly one statement that
-   parses as SELECT / set operation / WITH ... SELECT, with no INSERT, UPDATE,
-   DELETE, DDL, PRAGMA, ATTACH, VACUUM, transaction or SELECT INTO node anywhere,
-   and none of the file/extension functions (load_extension, readfile, ...).
-2. Read-only open: ``file:...?mode=ro`` URI, so SQLite itself refuses writes to
+1. Allow-list (``slimsql.sql.check_read_only``): SQL text over
+   ``MAX_SQL_CHARS`` (100,000) is refused before it is parsed; otherwise exactly
+   one statement that parses as SELECT / set operation / WITH ... SELECT /
+   VALUES, with no INSERT, UPDATE, DELETE, DDL, PRAGMA, ATTACH, VACUUM,
+   transaction or SELECT INTO node anywhere, and none of the file/extension
+   functions (load_extension, readfile, ...). Its parse time counts against the
+   query's time limit.
+2. Worker process (``slimsql.db.worker``, parent side ``slimsql.db.process``):
+   every statement, introspection included, runs in a child process, one per
+   connection object, reused across queries (calls from many threads are
+   serialised). The parent waits on the pipe until the deadline and then kills
+   the child (SIGKILL) and reports ``QueryTimeout``; the next call starts a new
+   one. So the time limit also covers statement preparation (query planning)
+   and single expensive steps (``printf('%.*c', 2e9, 'x')``, quadratic
+   ``replace``, generated columns), which SQLite's progress handler never sees.
+   A worker that dies (memory limit, crash) is a ``QueryError``, never a hang;
+   workers die with their parent (Linux) and at most 16 idle ones stay alive.
+3. Operating-system limits in the worker (POSIX): address space
+   (``RLIMIT_AS``, 1 GiB), largest file written (``RLIMIT_FSIZE``: SQLite's
+   temporary sort files, 1 GiB), no core files. SQLite limits on top:
+   ``hard_heap_limit`` (512 MiB) and ``setlimit`` caps on string/blob length
+   (16 MiB), SQL length, expression depth, compound selects, program size,
+   function arguments, LIKE pattern length, variables, ATTACH (0).
+4. Read-only open: ``file:...?mode=ro`` URI, so SQLite itself refuses writes to
    the file; ``PRAGMA query_only = ON`` on top.
-3. Authorizer: at prepare time only SELECT, READ, RECURSIVE, ordinary
-   FUNCTION calls and a short list of read-only introspection pragmas are
-   allowed; everything else (writes, ATTACH - which VACUUM INTO uses to create a
-   file even on a read-only connection -, state-changing pragmas, transactions,
-   the denied functions) is SQLITE_DENY.
-4. Extension loading stays disabled (Python's default, asserted by a test), and
-   ``SQLITE_LIMIT_ATTACHED`` is 0.
-5. Resource limits: a progress-handler deadline interrupts long queries
-   (cross-join and recursive-CTE bombs); ``SQLITE_LIMIT_LENGTH`` caps the size
-   of any one string or blob; rows are fetched with ``fetchmany(cap + 1)`` so a
-   cut result says it was truncated and never materialises in full.
-6. Only one statement per call: ``sqlite3.Cursor.execute`` refuses a second.
+5. Authorizer: at prepare time only SELECT, READ, RECURSIVE, ordinary FUNCTION
+   calls and the pragmas that only read the schema (``READ_PRAGMAS``, as
+   statements or as ``pragma_*`` table functions) are allowed, plus the
+   ``sqlite_master`` bookkeeping eponymous table functions (``json_each``,
+   ``pragma_table_info``...) announce inside a SELECT; everything else
+   (writes, ATTACH - which VACUUM INTO uses to create a file even on a
+   read-only connection -, state-changing pragmas, transactions, the denied
+   functions) is SQLITE_DENY.
+6. Extension loading stays disabled (Python's default, asserted by a test).
+7. Bounded results: rows are fetched in small batches up to the row cap and a
+   byte cap (``Limits.max_bytes``, 64 MiB by default, counting every value plus
+   a per-row and per-value overhead); a cut result says so (``truncated``,
+   ``truncated_by``) and never materialises in full. The CLI shows at most 500
+   characters of a cell, with a marker of the size left out, and escapes
+   terminal control characters in values, names, errors and schema output.
+8. Locks: SQLite's busy timeout is the query's own time limit (the driver's
+   default of 5 s is never used), at open too.
+9. Limits given by callers are checked: time limits finite, positive and at
+   most a day; row caps whole numbers from 1 to 10,000,000.
+10. Only one statement per call: ``sqlite3.Cursor.execute`` refuses a second.
+11. Files beside the database. This process never opens the database file
+    itself (closing a descriptor would drop every POSIX lock the process holds
+    on it, unlocking a writer connection it may have); the worker reads the
+    header. What SQLite writes:
+
+    * rollback-journal databases (the default): nothing, anywhere. A leftover
+      hot ``-journal`` is refused with a clear error (recovering it is a write).
+    * WAL databases with no ``-wal`` file or an empty one (every WAL database
+      whose last writer closed cleanly): opened ``immutable=1``, so SQLite
+      creates no ``-wal`` or ``-shm`` and takes no lock. The price: a writer
+      that starts while we read is not seen, and if it checkpoints meanwhile a
+      query may fail or return stale rows; the writer loses nothing, as we
+      never write.
+    * WAL databases with WAL content (a writer is active, or crashed): opened
+      ``mode=ro``; the main file and the ``-wal`` are never written (a reader
+      neither appends to nor checkpoints the WAL), but SQLite creates the
+      ``-shm`` file if it is missing and writes to it (the wal-index: a hash of
+      which pages are in the -wal, rebuilt from the -wal whenever it is missing
+      or stale, and the readers' marks). It holds nothing that is not in the
+      -wal, so no committed data can be lost.
 
 Not covered:
 
 * Reading: any table or view in the file can be read; do not point slimsql at a
   database whose content the asker may not see.
-* Memory within the length cap: a query may still use large temporary storage
-  (e.g. a big ORDER BY) until the deadline stops it.
+* The allow-list parse runs in the calling process: it is bounded by the size
+  cap (about 0.3 s for 85 KB of ``IN`` list), not interruptible by the deadline.
+* Platforms without ``resource`` (Windows): no address-space or file-size
+  limits (the deadline and SQLite's heap limit still hold), and the worker pipe
+  protocol uses ``select`` on pipes, which is POSIX only.
+* Temporary files: a big sort may write up to the file-size limit in the
+  temporary directory until the deadline.
 * Another process writing the file while we read it (results may be stale).
-* Denial of service shorter than the deadline, repeated by a caller.
+* Denial of service shorter than the deadline, repeated by a caller; the
+  machine's memory if many connections each hold a worker at its limits.
 * SQLite's own bugs; keep the library up to date.
 """
 

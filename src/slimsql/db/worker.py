@@ -39,31 +39,45 @@ def _decode(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
+#: Pragmas virtual-table constructors query (never assign) while connecting: FTS5
+#: reads data_version, FTS3/4 page_size.
+QUERIED_PRAGMAS = frozenset({"data_version", "page_size"})
+_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+
+
 class Guard:
     """The authorizer: at prepare time only reading is allowed.
 
-    Eponymous virtual tables (``json_each``, ``pragma_table_info``...) announce an
-    UPDATE of ``sqlite_master`` while SQLite declares their columns; that is
-    allowed only inside a statement whose first action was SELECT (a real
-    ``UPDATE sqlite_master`` starts with UPDATE, and the read-only open and
-    ``query_only`` refuse it anyway).
+    Every writing statement's first authorizer action is its write (INSERT,
+    UPDATE, DELETE, CREATE..., checked for each statement kind by a test), and a
+    reading one starts with SELECT or a schema-reading pragma. Inside a reading
+    statement, write actions can only come from what virtual-table modules
+    prepare for themselves while connecting (eponymous tables such as
+    ``json_each`` declare their columns through ``sqlite_master``; R*Tree
+    prepares its shadow-table writes): those are allowed, as they never run in
+    a read query, and the read-only open and ``query_only`` refuse them if they did.
     """
 
     def __init__(self, denied_functions, read_pragmas):
         self.denied = frozenset(denied_functions)
         self.pragmas = frozenset(read_pragmas)
         self.first = None
+        self.reading = False
 
     def __call__(self, action, arg1, arg2, _db, _source):
         if self.first is None:
             self.first = action
+            self.reading = action == sqlite3.SQLITE_SELECT or (
+                action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in self.pragmas)
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_DENY if (arg2 or "").lower() in self.denied else sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_PRAGMA:
-            return sqlite3.SQLITE_OK if (arg1 or "").lower() in self.pragmas else sqlite3.SQLITE_DENY
-        if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master" and self.first == sqlite3.SQLITE_SELECT:
+            name = (arg1 or "").lower()
+            ok = name in self.pragmas or (name in QUERIED_PRAGMAS and arg2 is None)
+            return sqlite3.SQLITE_OK if ok else sqlite3.SQLITE_DENY
+        if action in _WRITES and self.reading:
             return sqlite3.SQLITE_OK
         return sqlite3.SQLITE_DENY
 
