@@ -71,7 +71,8 @@ HOSTILE = [
     ("one step: quadratic replace",
      "SELECT length(replace(printf('%.*c', 8000000, 'x'), 'x', printf('%.*c', 2, 'y')))"),
     ("one step: quadratic instr",
-     "WITH s(v) AS (SELECT printf('%.*c', 8000000, 'a')) SELECT instr(v || 'b', printf('%.*c', 4000000, 'a') || 'b') FROM s"),
+     "WITH s(v) AS (SELECT printf('%.*c', 8000000, 'a')) "
+     "SELECT instr(v || 'b', printf('%.*c', 4000000, 'a') || 'b') FROM s"),
     ("one step: trim", "SELECT length(trim(printf('%.*c', 8000000, 'x'), printf('%.*c', 8000000, 'y')))"),
     ("rows of big cells", "SELECT printf('%.*c', 16000000, 'x') FROM orders"),
 ]

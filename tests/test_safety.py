@@ -9,7 +9,6 @@ import os
 import pytest
 
 from slimsql.db.sqlite import SQLiteDatabase
-from slimsql.db.worker import guarded_connection
 from slimsql.errors import QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
 
 from .conftest import sha256
@@ -138,21 +137,16 @@ def test_extension_loading_is_disabled(guarded):
 
 
 def test_query_only_is_on(guarded):
-    # The worker process opens its connection with this very function; look underneath the authorizer.
-    conn, _ = guarded_connection(guarded._worker.config)
-    conn.set_authorizer(None)
-    assert conn.execute("PRAGMA query_only").fetchone() == (1,)
-    conn.close()
+    guarded._conn.set_authorizer(None)  # look underneath the authorizer
+    assert guarded._conn.execute("PRAGMA query_only").fetchone() == (1,)
 
 
 def test_read_only_open_refuses_writes_even_without_query_only(demo_db):
     before = sha256(demo_db)
     db = SQLiteDatabase(demo_db)
-    conn, _ = guarded_connection(db._worker.config)
-    conn.set_authorizer(None)
-    conn.execute("PRAGMA query_only = OFF")
+    db._conn.set_authorizer(None)
+    db._conn.execute("PRAGMA query_only = OFF")
     with pytest.raises(Exception, match="readonly"):
-        conn.execute("DELETE FROM orders")
-    conn.close()
+        db._conn.execute("DELETE FROM orders")
     db.close()
     assert sha256(demo_db) == before

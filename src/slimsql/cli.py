@@ -84,8 +84,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     result = conn.sql(args.query)
     if args.json:
         display.print_json({"sql": args.query, "columns": list(result.columns), "rows": [list(r) for r in result.rows],
-                            "truncated": result.truncated,
-                            "truncated_by": getattr(result, "truncated_by", ""), "timings": {"execution": round(result.seconds, 4)}})
+                            "truncated": result.truncated, "truncated_by": getattr(result, "truncated_by", ""),
+                            "timings": {"execution": round(result.seconds, 4)}})
     else:
         display.show_rows(result.columns, result.rows, result.truncated, f"execution {result.seconds:.3f}s",
                           truncated_by=getattr(result, "truncated_by", "") or "rows")

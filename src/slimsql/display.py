@@ -73,7 +73,7 @@ def print_json(data: Any) -> None:
 
 
 def show_sql(sql: str) -> None:
-    out.print(Syntax(sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
+    out.print(Syntax(visible(sql), "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
 
 
 def show_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], truncated: bool, footer: str = "",

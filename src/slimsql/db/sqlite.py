@@ -101,8 +101,9 @@ from ..errors import DatabaseError, QueryError, QueryTimeout
 from ..schema import Column, ForeignKey, Schema, Table
 from ..sql import DENIED_FUNCTIONS, check_read_only
 from . import Result
-from .limits import MiB, Limits, check_max_rows, check_timeout
+from .limits import SQLITE_LIMITS, MiB, Limits, check_max_rows, check_timeout
 from .process import KILL_GRACE, Deadline, Worker, WorkerDied, _OpenFailed, describe_death
+from .worker import guarded_connection
 
 #: Pragmas the authorizer lets through, as statements (introspection) or as
 #: table-valued functions (``pragma_table_info(...)``): they only read the schema.
@@ -110,7 +111,7 @@ READ_PRAGMAS = frozenset({
     "table_info", "table_xinfo", "table_list", "foreign_key_list", "index_list", "index_info", "index_xinfo",
     "collation_list", "function_list", "module_list", "pragma_list",
 })
-MAX_VALUE_BYTES = 16 * MiB
+MAX_VALUE_BYTES = SQLITE_LIMITS["LENGTH"]
 #: Introspection: time for the catalog (all tables' columns and keys), and per table for samples.
 CATALOG_SECONDS, SAMPLE_SECONDS = 10.0, 2.0
 
@@ -164,16 +165,17 @@ class SQLiteDatabase:
         self.timeout = check_timeout(timeout)
         self.max_rows = check_max_rows(max_rows)
         self.limits = limits or Limits()
-        config = {"path": _check_file(self.path), "busy_seconds": self.timeout, "denied": sorted(DENIED_FUNCTIONS), "read_pragmas": sorted(READ_PRAGMAS),
-                  "sqlite_limits": {**self.limits.sqlite, "LENGTH": min(self.limits.sqlite.get("LENGTH", MAX_VALUE_BYTES),
-                                                                        MAX_VALUE_BYTES)},
-                  "memory": self.limits.memory, "heap": self.limits.heap, "temp_file": self.limits.temp_file}
+        config = {"path": _check_file(self.path), "busy_seconds": self.timeout,
+                  "denied": sorted(DENIED_FUNCTIONS), "read_pragmas": sorted(READ_PRAGMAS),
+                  "sqlite_limits": dict(self.limits.sqlite), "memory": self.limits.memory,
+                  "heap": self.limits.heap, "temp_file": self.limits.temp_file}
         # A reply holds at most max_bytes of values; pickling adds far less than the same again.
         self._worker = Worker(config, max_reply=2 * self.limits.max_bytes + MiB)
         try:
             self._worker.start()
         except _OpenFailed as err:
             raise _open_error(self.path, err.kind, str(err)) from None
+        self._inspect = None
         self._schema: dict[int, Schema] = {}
         #: (name, reason) of each table or view introspection could not read.
         self.skipped: list[tuple[str, str]] = []
@@ -220,7 +222,18 @@ class SQLiteDatabase:
             raise QueryError(f"the database is locked by another process (waited {shown_limit:g} s)")
         raise QueryError(f"the database refused the query: {message}")
 
+    @property
+    def _conn(self):
+        """A connection opened in this process exactly as the worker opens its own, for
+        tests that look underneath the layers; queries never use it."""
+        if self._inspect is None:
+            self._inspect = guarded_connection(self._worker.config)[0]
+        return self._inspect
+
     def close(self) -> None:
+        if getattr(self, "_inspect", None) is not None:
+            self._inspect.close()
+            self._inspect = None
         worker = getattr(self, "_worker", None)
         if worker is not None:
             with worker.lock:
