@@ -425,3 +425,11 @@ def test_authorizer_alone_refuses_writes_on_a_writable_connection(tmp_path, sql)
     with pytest.raises(sqlite3.DatabaseError, match="not authorized|authorization denied|may not be modified"):
         conn.execute(sql)
     conn.close()
+
+
+def test_json_output_is_byte_capped(demo_db):
+    start = time.monotonic()
+    out = cli("sql", "--db", str(demo_db), "--json", "SELECT printf('%.*c', 16000000, 'x') FROM orders")
+    assert out.returncode == 0 and time.monotonic() - start < 30
+    data = json.loads(out.stdout)
+    assert data["truncated"] and data["truncated_by"] == "bytes" and len(data["rows"]) < 5
