@@ -18,6 +18,7 @@ from .backends import DEFAULT_BACKEND
 from .cliopts import add_answer_options, positive_int, settings_from_args
 from .connection import Connection
 from .demo import DEMO_QUESTIONS, build_demo
+from .db.limits import MAX_ROWS, check_timeout
 from .errors import InputError, SlimsqlError
 from .infer import Settings
 from .schema import render_compact, render_create
@@ -85,15 +86,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     result = conn.sql(args.query)
     if args.json:
         display.print_json({"sql": args.query, "columns": list(result.columns), "rows": [list(r) for r in result.rows],
-                            "truncated": result.truncated, "timings": {"execution": round(result.seconds, 4)}})
+                            "truncated": result.truncated, "truncated_by": getattr(result, "truncated_by", ""),
+                            "timings": {"execution": round(result.seconds, 4)}})
     else:
-        display.show_rows(result.columns, result.rows, result.truncated, f"execution {result.seconds:.3f}s")
+        display.show_rows(result.columns, result.rows, result.truncated, f"execution {result.seconds:.3f}s",
+                          truncated_by=getattr(result, "truncated_by", "") or "rows")
     return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
     conn = _connection(args)
-    print((render_compact if args.compact else render_create)(conn.schema))
+    print(display.visible((render_compact if args.compact else render_create)(conn.schema)))
+    for name, reason in getattr(conn.db, "skipped", ()):
+        display.err.print(display.visible(f"warning: left out {name!r}: {reason}"), markup=False, soft_wrap=True)
     return 0
 
 
@@ -128,6 +133,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _row_cap(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_ROWS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_ROWS:,}, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        return check_timeout(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("--timeout ", "")) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other input error
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -140,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def db_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db", required=True, help="SQLite database file (opened read-only)")
-        p.add_argument("--max-rows", type=positive_int, default=100, help="row cap (default 100)")
-        p.add_argument("--timeout", type=float, default=10.0, help="query time limit in seconds (default 10)")
+        p.add_argument("--max-rows", type=_row_cap, default=100, help="row cap (default 100)")
+        p.add_argument("--timeout", type=_seconds, default=10.0, help="query time limit in seconds (default 10)")
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     ask = sub.add_parser("ask", help="answer a question with SQL and its result")
@@ -164,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="show the schema as the model sees it")
     schema.add_argument("--db", required=True)
     schema.add_argument("--compact", action="store_true")
-    schema.set_defaults(func=cmd_schema, max_rows=100, timeout=10.0)
+    schema.add_argument("--timeout", type=_seconds, default=10.0, help="time limit per query in seconds (default 10)")
+    schema.set_defaults(func=cmd_schema, max_rows=100)
 
     demo = sub.add_parser("demo", help="build the demo shop database")
     demo.add_argument("--out", default="shop.sqlite")
@@ -186,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_error(err: SlimsqlError) -> None:
     sql = getattr(err, "sql", None)
-    display.err.print(f"error: {err}" + (f" [SQL: {' '.join(sql.split())}]" if sql else ""),
-                      markup=False, soft_wrap=True)
+    line = f"error: {err}" + (f" [SQL: {display.shorten(' '.join(sql.split()))}]" if sql else "")
+    display.err.print(display.visible(line), markup=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

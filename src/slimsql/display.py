@@ -7,6 +7,7 @@ stays machine-readable.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
@@ -19,12 +20,46 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+#: Longest cell shown in a table; the rest is replaced by a marker with its size.
+#: ``--json`` prints full values (within the engine's byte cap).
+MAX_CELL_CHARS = 500
+# C0 and C1 controls (tab and newline are kept), DEL, and the bidirectional
+# overrides that can make text read differently from what it is.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with terminal control characters shown as escapes (``\\x1b``), never sent raw."""
+    return _CONTROL.sub(_escape, text)
+
+
+def human_bytes(size: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} MB"  # pragma: no cover
+
+
+def shorten(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    """Cut ``text`` at ``limit`` characters with a visible marker of what was left out."""
+    if len(text) <= limit:
+        return text
+    rest = len(text[limit:].encode("utf-8", "replace"))
+    return text[:limit] + f"…[+{human_bytes(rest)}]"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, bytes):
         return f"<blob {len(value)} bytes>"
-    return str(value)
+    return visible(shorten(str(value)))
 
 
 def json_default(value: Any) -> Any:
@@ -38,21 +73,26 @@ def print_json(data: Any) -> None:
 
 
 def show_sql(sql: str) -> None:
-    out.print(Syntax(sql, "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
+    out.print(Syntax(visible(sql), "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
 
 
-def show_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], truncated: bool, footer: str = "") -> None:
+def show_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], truncated: bool, footer: str = "",
+              truncated_by: str = "rows") -> None:
+    """A table of ``rows``; long cells are cut with a marker and control characters escaped."""
     rows = list(rows)
     table = Table(show_edge=True, header_style="bold")
     for i, name in enumerate(columns):
-        table.add_column(Text(name or "?"), overflow="fold", no_wrap=i == 0 and len(columns) > 1)
+        table.add_column(Text(visible(shorten(str(name), 200)) if name else "?"), overflow="fold",
+                         no_wrap=i == 0 and len(columns) > 1)
     for row in rows:
         table.add_row(*(Text(_cell(v)) for v in row))
     out.print(table)
     note = f"{len(rows)} row{'s' * (len(rows) != 1)}"
-    if truncated:
+    if truncated and truncated_by == "bytes":
+        note += f" (truncated at {len(rows)}: the result reached its size cap)"
+    elif truncated:
         note += f" (truncated at {len(rows)}; raise --max-rows to see more)"
-    out.print(Text(note + ("  " + footer if footer else ""), style="dim"))
+    out.print(Text(note + ("  " + visible(footer) if footer else ""), style="dim"))
 
 
 def timings_line(timings: dict[str, float]) -> str:

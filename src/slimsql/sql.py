@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
+from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
@@ -177,7 +178,21 @@ def extract(text: str, dialect: str = "sqlite") -> Extraction:
 
 # --- the read-only allow-list -------------------------------------------------
 
-_QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery)
+#: SQL text longer than this is refused before it is parsed: parse time grows
+#: faster than linearly with some shapes (a 1 MB IN list took 12 s).
+MAX_SQL_CHARS = 100_000
+_QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery, exp.Values)
+
+
+class _CheckedSQLite(SQLite):
+    """SQLite as sqlglot reads it, minus PostgreSQL's ``~~`` (LIKE) operators:
+    in SQLite ``~~1`` is two bitwise NOTs."""
+
+    class Tokenizer(SQLite.Tokenizer):
+        KEYWORDS = {k: v for k, v in SQLite.Tokenizer.KEYWORDS.items() if "~" not in k}
+
+
+_DDL_OBJECTS = {"TABLE", "VIEW", "INDEX", "TRIGGER", "VIRTUAL", "SCHEMA", "DATABASE"}
 _FORBIDDEN_NODES = tuple(
     getattr(exp, name)
     for name in (
@@ -195,8 +210,26 @@ DENIED_FUNCTIONS = frozenset(
 
 def _describe(node: exp.Expression) -> str:
     if isinstance(node, exp.Command):
-        return str(node.this).upper()
+        words = [str(node.this).upper()]
+        for word in str(node.expression or "").split()[:3]:  # CREATE TEMP TRIGGER, not just CREATE
+            if not word.isalpha():
+                break
+            words.append(word.upper())
+            if word.upper() in _DDL_OBJECTS:
+                return " ".join(words)
+        return words[0]
     return node.key.upper()
+
+
+def _forbidden(root: exp.Expression) -> str | None:
+    for node in root.walk():
+        if isinstance(node, _FORBIDDEN_NODES):
+            return f"only read-only queries may run, found {_describe(node)}"
+        if isinstance(node, exp.Func):
+            name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+            if name in DENIED_FUNCTIONS:
+                return f"function {name}() is not allowed"
+    return None
 
 
 def check_read_only(sql: str, dialect: str = "sqlite") -> exp.Expression:
@@ -206,23 +239,28 @@ def check_read_only(sql: str, dialect: str = "sqlite") -> exp.Expression:
     """
     if not sql or not sql.strip():
         raise UnsafeSQLError("not run: the SQL is empty")
+    if len(sql) > MAX_SQL_CHARS:
+        raise UnsafeSQLError(f"not run: the SQL is {len(sql):,} characters long, more than the {MAX_SQL_CHARS:,} "
+                             "that are checked")
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        sql.encode("utf-8")
+    except UnicodeEncodeError as err:  # e.g. undecodable bytes from the command line
+        raise UnsafeSQLError(f"not run: the SQL is not valid UTF-8 text (at character {err.start + 1})") from None
+    read = _CheckedSQLite if dialect == "sqlite" else dialect
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=read) if s is not None]
     except RecursionError:
         raise UnsafeSQLError("not run: the SQL is nested too deeply to check") from None
     except (ParseError, TokenError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UnsafeSQLError(f"not run: the SQL could not be parsed ({first})") from None
+    for statement in statements:  # name what is forbidden before counting (a trigger body holds ';')
+        problem = _forbidden(statement)
+        if problem:
+            raise UnsafeSQLError(f"not run: {problem}")
     if len(statements) != 1:
         raise UnsafeSQLError(f"not run: exactly one statement may run, found {len(statements)}")
     root = statements[0]
-    for node in root.walk():
-        if isinstance(node, _FORBIDDEN_NODES):
-            raise UnsafeSQLError(f"not run: only read-only queries may run, found {_describe(node)}")
-        if isinstance(node, exp.Func):
-            name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-            if name in DENIED_FUNCTIONS:
-                raise UnsafeSQLError(f"not run: function {name}() is not allowed")
     if not isinstance(root, _QUERY_ROOTS):
         keyword = sql.split(None, 1)[0].upper()  # sqlglot may read e.g. SAVEPOINT as an alias
         raise UnsafeSQLError(f"not run: only SELECT or WITH ... SELECT may run, found {keyword}")

@@ -16,12 +16,14 @@ from ..schema import Schema
 
 @dataclass(frozen=True)
 class Result:
-    """Rows of one query, cut at the row cap (``truncated`` says so)."""
+    """Rows of one query, cut at the row cap or the byte cap (``truncated`` says so,
+    ``truncated_by`` says which: ``"rows"`` or ``"bytes"``)."""
 
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     truncated: bool = False
     seconds: float = 0.0
+    truncated_by: str = ""
 
 
 class Database(Protocol):

@@ -1,150 +1,249 @@
-"""SQLite, read-only by construction.
+"""SQLite, read-only by construction, every query bounded in time and memory.
 
 Threat model
 ============
-Model output is untrusted text. The user's database file must never change,
-and a query must not escape the database, hang the process or exhaust memory.
+Model output (and hand-written SQL, and the database file itself) is untrusted.
+The user's database file must never change, and no query, value or database
+file may escape the database, hang the caller or exhaust the machine.
 
 Covered, each by its own layer (so one bug does not open the door):
 
-1. Allow-list (``slimsql.sql.check_read_only``): exactly one statement that
-   parses as SELECT / set operation / WITH ... SELECT, with no INSERT, UPDATE,
-   DELETE, DDL, PRAGMA, ATTACH, VACUUM, transaction or SELECT INTO node anywhere,
-   and none of the file/extension functions (load_extension, readfile, ...).
-2. Read-only open: ``file:...?mode=ro`` URI, so SQLite itself refuses writes to
+1. Allow-list (``slimsql.sql.check_read_only``): SQL text over
+   ``MAX_SQL_CHARS`` (100,000) is refused before it is parsed; otherwise exactly
+   one statement that parses as SELECT / set operation / WITH ... SELECT /
+   VALUES, with no INSERT, UPDATE, DELETE, DDL, PRAGMA, ATTACH, VACUUM,
+   transaction or SELECT INTO node anywhere, and none of the file/extension
+   functions (load_extension, readfile, ...). Its parse time counts against the
+   query's time limit.
+2. Worker process (``slimsql.db.worker``, parent side ``slimsql.db.process``):
+   every statement, introspection included, runs in a child process, one per
+   connection object, reused across queries (calls from many threads are
+   serialised). The parent waits on the pipe until the deadline and then kills
+   the child (SIGKILL) and reports ``QueryTimeout``; the next call starts a new
+   one. So the time limit also covers statement preparation (query planning)
+   and single expensive steps (``printf('%.*c', 2e9, 'x')``, quadratic
+   ``replace``, generated columns), which SQLite's progress handler never sees.
+   A worker that dies (memory limit, crash) is a ``QueryError``, never a hang;
+   workers die with their parent (Linux) and at most 16 idle ones stay alive.
+3. Operating-system limits in the worker (POSIX): address space
+   (``RLIMIT_AS``, 1 GiB), largest file written (``RLIMIT_FSIZE``: SQLite's
+   temporary sort files, 1 GiB), no core files. SQLite limits on top:
+   ``hard_heap_limit`` (512 MiB) and ``setlimit`` caps on string/blob length
+   (16 MiB), SQL length, expression depth, compound selects, program size,
+   function arguments, LIKE pattern length, variables, ATTACH (0).
+4. Read-only open: ``file:...?mode=ro`` URI, so SQLite itself refuses writes to
    the file; ``PRAGMA query_only = ON`` on top.
-3. Authorizer: at prepare time only SELECT, READ, RECURSIVE, ordinary
-   FUNCTION calls and a short list of read-only introspection pragmas are
-   allowed; everything else (writes, ATTACH - which VACUUM INTO uses to create a
-   file even on a read-only connection -, state-changing pragmas, transactions,
-   the denied functions) is SQLITE_DENY.
-4. Extension loading stays disabled (Python's default, asserted by a test), and
-   ``SQLITE_LIMIT_ATTACHED`` is 0.
-5. Resource limits: a progress-handler deadline interrupts long queries
-   (cross-join and recursive-CTE bombs); ``SQLITE_LIMIT_LENGTH`` caps the size
-   of any one string or blob; rows are fetched with ``fetchmany(cap + 1)`` so a
-   cut result says it was truncated and never materialises in full.
-6. Only one statement per call: ``sqlite3.Cursor.execute`` refuses a second.
+5. Authorizer: at prepare time only SELECT, READ, RECURSIVE, ordinary FUNCTION
+   calls and the pragmas that only read the schema (``READ_PRAGMAS``, as
+   statements or as ``pragma_*`` table functions) are allowed, plus the
+   ``sqlite_master`` bookkeeping eponymous table functions (``json_each``,
+   ``pragma_table_info``...) announce inside a SELECT; everything else
+   (writes, ATTACH - which VACUUM INTO uses to create a file even on a
+   read-only connection -, state-changing pragmas, transactions, the denied
+   functions) is SQLITE_DENY.
+6. Extension loading stays disabled (Python's default, asserted by a test).
+7. Bounded results: rows are fetched in small batches up to the row cap and a
+   byte cap (``Limits.max_bytes``, 64 MiB by default, counting every value plus
+   a per-row and per-value overhead); a cut result says so (``truncated``,
+   ``truncated_by``) and never materialises in full. The CLI shows at most 500
+   characters of a cell, with a marker of the size left out, and escapes
+   terminal control characters in values, names, errors and schema output.
+8. Locks: SQLite's busy timeout is the query's own time limit (the driver's
+   default of 5 s is never used), at open too.
+9. Limits given by callers are checked: time limits finite, positive and at
+   most a day; row caps whole numbers from 1 to 10,000,000.
+10. Only one statement per call: ``sqlite3.Cursor.execute`` refuses a second.
+11. Files beside the database. This process never opens the database file
+    itself (closing a descriptor would drop every POSIX lock the process holds
+    on it, unlocking a writer connection it may have); the worker reads the
+    header. What SQLite writes:
+
+    * rollback-journal databases (the default): nothing, anywhere. A leftover
+      hot ``-journal`` is refused with a clear error (recovering it is a write).
+    * WAL databases with no ``-wal`` file or an empty one (every WAL database
+      whose last writer closed cleanly): opened ``immutable=1``, so SQLite
+      creates no ``-wal`` or ``-shm`` and takes no lock. The price: a writer
+      that starts while we read is not seen, and if it checkpoints meanwhile a
+      query may fail or return stale rows; the writer loses nothing, as we
+      never write.
+    * WAL databases with WAL content (a writer is active, or crashed): opened
+      ``mode=ro``; the main file and the ``-wal`` are never written (a reader
+      neither appends to nor checkpoints the WAL), but SQLite creates the
+      ``-shm`` file if it is missing and writes to it (the wal-index: a hash of
+      which pages are in the -wal, rebuilt from the -wal whenever it is missing
+      or stale, and the readers' marks). It holds nothing that is not in the
+      -wal, so no committed data can be lost.
 
 Not covered:
 
 * Reading: any table or view in the file can be read; do not point slimsql at a
   database whose content the asker may not see.
-* Memory within the length cap: a query may still use large temporary storage
-  (e.g. a big ORDER BY) until the deadline stops it.
+* The allow-list parse runs in the calling process: it is bounded by the size
+  cap (about 0.3 s for 85 KB of ``IN`` list), not interruptible by the deadline.
+* Platforms without ``resource`` (Windows): no address-space or file-size
+  limits (the deadline and SQLite's heap limit still hold), and the worker pipe
+  protocol uses ``select`` on pipes, which is POSIX only.
+* Temporary files: a big sort may write up to the file-size limit in the
+  temporary directory until the deadline.
 * Another process writing the file while we read it (results may be stale).
-* Denial of service shorter than the deadline, repeated by a caller.
+* Denial of service shorter than the deadline, repeated by a caller; the
+  machine's memory if many connections each hold a worker at its limits.
 * SQLite's own bugs; keep the library up to date.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import os
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from ..errors import DatabaseError, QueryError, QueryTimeout
 from ..schema import Column, ForeignKey, Schema, Table
 from ..sql import DENIED_FUNCTIONS, check_read_only
 from . import Result
+from .limits import SQLITE_LIMITS, MiB, Limits, check_max_rows, check_timeout
+from .process import KILL_GRACE, Deadline, Worker, WorkerDied, _OpenFailed, describe_death
+from .worker import guarded_connection
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-#: Pragmas the authorizer lets through (introspection only, never assignment).
-READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "foreign_key_list", "index_list", "index_info"})
-MAX_VALUE_BYTES = 16 * 1024 * 1024
-_PROGRESS_STEPS = 1000
-_OK, _DENY = sqlite3.SQLITE_OK, sqlite3.SQLITE_DENY
-_ALWAYS_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
-
-
-def _authorize(action: int, arg1, arg2, _db, _source) -> int:
-    if action in _ALWAYS_ALLOWED:
-        return _OK
-    if action == sqlite3.SQLITE_FUNCTION:
-        return _DENY if (arg2 or "").lower() in DENIED_FUNCTIONS else _OK
-    if action == sqlite3.SQLITE_PRAGMA:
-        return _OK if (arg1 or "").lower() in READ_PRAGMAS else _DENY
-    return _DENY
+#: Pragmas the authorizer lets through, as statements (introspection) or as
+#: table-valued functions (``pragma_table_info(...)``): they only read the schema.
+READ_PRAGMAS = frozenset({
+    "table_info", "table_xinfo", "table_list", "foreign_key_list", "index_list", "index_info", "index_xinfo",
+    "collation_list", "function_list", "module_list", "pragma_list",
+})
+MAX_VALUE_BYTES = SQLITE_LIMITS["LENGTH"]
+#: Introspection: time for the catalog (all tables' columns and keys), and per table for samples.
+CATALOG_SECONDS, SAMPLE_SECONDS = 10.0, 2.0
 
 
-def _decode(value: bytes) -> str:
-    # Databases in the wild hold invalid UTF-8; never let one value stop a query.
-    return value.decode("utf-8", errors="replace")
+def shown(path) -> str:
+    """A path as one printable line: undecodable bytes escaped, long names shortened."""
+    text = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= 160 else text[:80] + "..." + text[-60:]
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DatabaseError(f"database not found: {path}")
-    if not path.is_file():
-        raise DatabaseError(f"not a file: {path}")
+def _check_file(path: Path) -> bytes:
+    """``path`` resolved, as bytes, or DatabaseError. Only ``stat``: this process never
+    opens the file itself (see ``worker.uri_for`` on POSIX locks)."""
     try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
+        if not path.exists():
+            raise DatabaseError(f"database not found: {shown(path)}")
+        if not path.is_file():
+            raise DatabaseError(f"not a file: {shown(path)}")
+        return os.fsencode(path.resolve())
     except OSError as err:
-        raise DatabaseError(f"cannot read {path}: {err.strerror}") from None
-    if header != SQLITE_HEADER:
-        raise DatabaseError(f"not a SQLite database: {path}")
+        raise DatabaseError(f"cannot read {shown(path)}: {err.strerror or err}") from None
+
+
+def _open_error(path: Path, kind: str, message: str) -> DatabaseError:
+    if kind == "format":
+        return DatabaseError(f"not a SQLite database: {shown(path)}")
+    if kind == "read":
+        return DatabaseError(f"cannot read {shown(path)}: {message}")
+    if "locked" in message:
+        return DatabaseError(f"cannot open {shown(path)}: it is locked by another process")
+    journal = Path(str(path) + "-journal")
+    if ("readonly" in message or "read-only" in message) and journal.exists():
+        return DatabaseError(f"cannot open {shown(path)}: an interrupted write left {shown(journal.name)} beside it; "
+                             "slimsql never writes, so open it once with the sqlite3 tool to finish the recovery")
+    return DatabaseError(f"cannot open {shown(path)} as SQLite: {message}")
 
 
 class SQLiteDatabase:
-    """A read-only SQLite connection with a time limit and a row cap."""
+    """A read-only SQLite connection with a time limit, a row cap and a byte cap.
+
+    Queries run in a worker process (one per object, reused; calls from several
+    threads are serialised); ``close()`` ends it.
+    """
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, timeout: float = 10.0, max_rows: int = 1000):
+    def __init__(self, path: str | Path, *, timeout: float = 10.0, max_rows: int = 1000,
+                 limits: Limits | None = None):
         self.path = Path(path).expanduser()
-        self.timeout = timeout
-        self.max_rows = max_rows
-        _check_file(self.path)
-        uri = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
+        self.timeout = check_timeout(timeout)
+        self.max_rows = check_max_rows(max_rows)
+        self.limits = limits or Limits()
+        config = {"path": _check_file(self.path), "busy_seconds": self.timeout,
+                  "denied": sorted(DENIED_FUNCTIONS), "read_pragmas": sorted(READ_PRAGMAS),
+                  "sqlite_limits": dict(self.limits.sqlite), "memory": self.limits.memory,
+                  "heap": self.limits.heap, "temp_file": self.limits.temp_file}
+        # A reply holds at most max_bytes of values; pickling adds far less than the same again.
+        self._worker = Worker(config, max_reply=2 * self.limits.max_bytes + MiB)
         try:
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            conn.execute("PRAGMA query_only = ON")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as err:
-            raise DatabaseError(f"cannot open {self.path} as SQLite: {err}") from None
-        conn.text_factory = _decode
-        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
-        conn.set_authorizer(_authorize)
-        self._conn = conn
+            self._worker.start()
+        except _OpenFailed as err:
+            raise _open_error(self.path, err.kind, str(err)) from None
+        self._inspect = None
         self._schema: dict[int, Schema] = {}
+        #: (name, reason) of each table or view introspection could not read.
+        self.skipped: list[tuple[str, str]] = []
 
     # -- execution -------------------------------------------------------------
 
     def execute(self, sql: str, *, max_rows: int | None = None, timeout: float | None = None) -> Result:
-        """Check ``sql`` against the allow-list, then run it under every layer."""
-        check_read_only(sql, self.dialect)
-        return self._run(sql, max_rows=max_rows, timeout=timeout)
+        """Check ``sql`` against the allow-list, then run it under every layer.
 
-    def _run(self, sql: str, params: tuple = (), *, max_rows: int | None = None, timeout: float | None = None) -> Result:
-        """Run on the guarded connection without the allow-list (layers 2-6 only)."""
-        cap = self.max_rows if max_rows is None else max_rows
-        limit = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        self._conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
-        start = time.perf_counter()
+        The time limit covers the allow-list parse too (it is bounded by
+        ``limits.MAX_SQL_CHARS``, not interruptible): the worker gets what is left.
+        """
+        limit = self.timeout if timeout is None else check_timeout(timeout)
+        start = time.monotonic()
+        check_read_only(sql, self.dialect)
+        left = limit - (time.monotonic() - start)
+        if left <= 0:
+            raise QueryTimeout(f"query stopped after the {limit:g} s time limit (checking it took the time)")
+        return self._run(sql, max_rows=max_rows, timeout=left, shown_limit=limit)
+
+    def _run(self, sql: str, params: tuple = (), *, max_rows: int | None = None, timeout: float | None = None,
+             shown_limit: float | None = None) -> Result:
+        """Run in the worker without the allow-list (layers 2 and below only)."""
+        cap = self.max_rows if max_rows is None else check_max_rows(max_rows)
+        limit = self.timeout if timeout is None else check_timeout(timeout)
+        shown_limit = limit if shown_limit is None else shown_limit
         try:
-            cursor = self._conn.execute(sql, params)
-            rows = cursor.fetchmany(cap + 1)
-            columns = tuple(d[0] for d in cursor.description or ())
-            cursor.close()
-        except sqlite3.OperationalError as err:
-            if "interrupted" in str(err):
-                raise QueryTimeout(f"query stopped after the {limit:g} s time limit") from None
-            raise QueryError(f"the database refused the query: {err}") from None
-        except (sqlite3.DatabaseError, sqlite3.Warning, ValueError, OverflowError) as err:
-            raise QueryError(f"the database refused the query: {err}") from None
-        finally:
-            self._conn.set_progress_handler(None, 0)
-            if self._conn.in_transaction:  # never expected; never commit
-                self._conn.rollback()
-        return Result(columns=columns, rows=rows[:cap], truncated=len(rows) > cap,
-                      seconds=time.perf_counter() - start)
+            reply = self._worker.request(("query", sql, tuple(params), cap, self.limits.max_bytes, limit),
+                                         limit + KILL_GRACE)
+        except Deadline:
+            raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit") from None
+        except WorkerDied as died:
+            raise QueryError(describe_death(died.returncode)) from None
+        if reply[0] == "ok":
+            _, columns, rows, cut_by, seconds = reply
+            return Result(columns=columns, rows=rows, truncated=bool(cut_by), seconds=seconds, truncated_by=cut_by)
+        kind, message = reply[1], reply[2]
+        if kind == "timeout":
+            raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit")
+        if kind == "memory":
+            raise QueryError(f"the query needed more memory than allowed ({self.limits.heap // MiB} MiB) "
+                             "and was stopped")
+        if kind == "busy":
+            raise QueryError(f"the database is locked by another process (waited {shown_limit:g} s)")
+        raise QueryError(f"the database refused the query: {message}")
+
+    @property
+    def _conn(self):
+        """A connection opened in this process exactly as the worker opens its own, for
+        tests that look underneath the layers; queries never use it."""
+        if self._inspect is None:
+            self._inspect = guarded_connection(self._worker.config)[0]
+        return self._inspect
 
     def close(self) -> None:
-        self._conn.close()
+        if getattr(self, "_inspect", None) is not None:
+            self._inspect.close()
+            self._inspect = None
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            with worker.lock:
+                worker.stop()
+
+    def __del__(self) -> None:  # a forgotten close() must not leave a process behind
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __enter__(self) -> "SQLiteDatabase":
         return self
@@ -155,26 +254,37 @@ class SQLiteDatabase:
     # -- introspection -----------------------------------------------------------
 
     def schema(self, samples: int = 3) -> Schema:
-        """Tables and views with columns, keys and up to ``samples`` example text values."""
+        """Tables and views with columns, keys and up to ``samples`` example text values.
+
+        An object SQLite cannot describe (a view over a dropped table or calling a
+        missing function, a virtual table whose module is not compiled in) is left
+        out and listed in :attr:`skipped` with the reason; the rest is still returned.
+        """
         if samples not in self._schema:
             self._schema[samples] = self._introspect(samples)
         return self._schema[samples]
 
     def _introspect(self, samples: int) -> Schema:
-        objects = self._run(
-            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
-            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid",
-            max_rows=100_000,
-        ).rows
-        tables = [self._table(name, kind, samples) for name, kind in objects]
+        try:
+            reply = self._worker.request(("catalog",), max(self.timeout, CATALOG_SECONDS))
+        except Deadline:
+            raise QueryTimeout(f"reading the schema of {shown(self.path)} took too long") from None
+        except WorkerDied as died:
+            raise QueryError(describe_death(died.returncode)) from None
+        if reply[0] != "ok":
+            raise DatabaseError(f"cannot read the schema of {shown(self.path)}: {reply[2]}")
+        tables, skipped = [], []
+        for name, kind, info, keys, problem in reply[1]:
+            if problem:
+                skipped.append((name, problem))
+                continue
+            tables.append(self._table(name, kind, info, keys, samples))
+        self.skipped = skipped
         return Schema(tables=tuple(tables), dialect=self.dialect)
 
-    def _table(self, name: str, kind: str, samples: int) -> Table:
-        quoted = '"' + name.replace('"', '""') + '"'
-        # Plain PRAGMA statements: the pragma_* table functions need more than READ.
-        info = [row[1:] for row in self._run(f"PRAGMA table_xinfo({quoted})", max_rows=100_000).rows]
-        keys = sorted((row[0], row[1], row[2], row[3], row[4]) for row in
-                      self._run(f"PRAGMA foreign_key_list({quoted})", max_rows=100_000).rows)
+    def _table(self, name: str, kind: str, info: list, keys: list, samples: int) -> Table:
+        info = [row[1:] for row in info]
+        keys = sorted((row[0], row[1], row[2], row[3], row[4]) for row in keys)
         keys = [(key_id, target, src, dst) for key_id, _seq, target, src, dst in keys]
         values = self._samples(name, [row[0] for row in info if not row[5]], samples)
         columns = tuple(
@@ -197,7 +307,8 @@ class SQLiteDatabase:
             return {}
         quoted = '"' + table.replace('"', '""') + '"'
         try:
-            rows = self._run(f"SELECT * FROM {quoted} LIMIT 50", max_rows=50, timeout=min(self.timeout, 2.0)).rows
+            rows = self._run(f"SELECT * FROM {quoted} LIMIT 50", max_rows=50,
+                             timeout=min(self.timeout, SAMPLE_SECONDS)).rows
         except QueryError:  # a slow or broken view: no samples, not a failure
             return {}
         found: dict[str, list] = {c: [] for c in columns}
