@@ -66,6 +66,7 @@ class Query:
     intersect: "Query | None" = None
     union: "Query | None" = None
     except_: "Query | None" = None
+    distinct: bool = False  # SELECT DISTINCT: only the official reading keeps it (see ``official``)
 
 
 class _Scope:
