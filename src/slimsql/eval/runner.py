@@ -25,7 +25,7 @@ from ..db.sqlite import SQLiteDatabase
 from ..errors import InputError, NoSQLError, QueryError, SlimsqlError, UnsafeSQLError
 from ..schema import Schema
 from ..sql import extract
-from . import exact, execution, metrics
+from . import exact, execution, metrics, official
 from .datasets import Dataset, Example
 
 EVAL_MAX_ROWS = 100_000
@@ -91,7 +91,8 @@ class Scorer:
         try:
             gold = [self._rows(p, gold_sql) for p in example.db_paths]
         except SlimsqlError as err:
-            record.update(gold_error=str(err), ex=False, ts=None, valid=False, em=None, schema_ok=None)
+            record.update(gold_error=str(err), ex=False, ts=None, valid=False, em=None, em_official=None,
+                          schema_ok=None)
             return self._finish(record, start)
         pred_sql = record.get("pred_sql")
         record.update(valid=False, ex=False, ts=False if len(example.db_paths) > 1 else None, schema_ok=False)
@@ -104,6 +105,7 @@ class Scorer:
                 record["em"] = False
         else:
             record["em"] = False
+        record["em_official"] = official.verdict(pred_sql, gold_sql, schema, keys)
         if pred_sql is None:
             return self._finish(record, start)
         record["schema_ok"] = metrics.schema_adherence(pred_sql, schema)
