@@ -81,6 +81,7 @@ def test_run_scores_every_metric(spider_like, tmp_path):
     summary = run(ds, scripted(), tmp_path / "run", config(), Settings(), show_progress=False)
     records = {r["question"]: r for r in load_records(tmp_path / "run" / "predictions.jsonl")}
     assert records["How many items?"]["ex"] and records["How many items?"]["em"]
+    assert records["How many items?"]["em_official"] and records["Names by price?"]["em_official"] is False
     assert records["How many items?"]["fixes"] == ["fence", "semicolon"] and not records["How many items?"]["strict"]
     assert not records["Names by price?"]["ex"] and records["Names by price?"]["category"] == "wrong result"
     assert records["Items under 3.5?"]["ex"] and records["Items under 3.5?"]["ts"] is False
@@ -88,6 +89,7 @@ def test_run_scores_every_metric(spider_like, tmp_path):
     assert records["Anything?"]["missing_db"]
     assert summary["examples"] == 5 and summary["scored"] == 4 and summary["missing_db"] == 1
     assert summary["ex"] == 0.5 and summary["test_suite"] == 0.0 and summary["valid_sql"] == 0.75
+    assert summary["em_official"] == summary["em"] == 0.5 and summary["by_hardness"]["easy"]["em_official"] == 0.5
     assert summary["dataset"]["missing_dbs"] == {"gone": 1}
     assert summary["categories"]["correct"] == 2
     assert summary["cleaning"] == {"outputs": 4, "rejected": 0, "fence": 1, "semicolon": 1}
@@ -145,6 +147,7 @@ def test_report_and_compare(spider_like, tmp_path):
     md, page = write_report(tmp_path / "b")
     text = md.read_text()
     assert "execution accuracy (EX) | 100.0%" in text and "| easy |" in text and "wta" not in text
+    assert "exact match (normalized) | 100.0%" in text and "exact match (official-compatible) | 100.0%" in text
     assert "<table>" in page.read_text()
     result = compare(tmp_path / "a", tmp_path / "b", resamples=500)
     assert result["examples"] == 4 and result["metrics"]["ex"]["diff"] == 0.5
@@ -255,6 +258,7 @@ def test_every_spider_dev_gold_scores_100_against_itself(tmp_path):
     assert summary["examples"] == 1034 and summary["missing_db"] == 62 and summary["dataset"]["missing_dbs"] == {"wta_1": 62}
     assert summary["scored"] == 972 and summary["gold_errors"] == 0
     assert summary["ex"] == 1.0 and summary["em"] == 1.0 and summary["valid_sql"] == 1.0
+    assert summary["em_official"] == 1.0
 
 
 def test_rescore_keeps_generations_and_redoes_scoring(spider_like, tmp_path, capsys):
@@ -267,10 +271,12 @@ def test_rescore_keeps_generations_and_redoes_scoring(spider_like, tmp_path, cap
     records = load_records(path)
     for r in records:  # pretend an older metric scored everything wrong
         r.update(ex=False, schema_ok=True)
+        r.pop("em_official", None)  # scored before the metric existed
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert cli.main(["eval", "rescore", str(out), "--data", str(spider_like)]) == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["ex"] == first["ex"] == 0.5 and again["schema_adherence"] == first["schema_adherence"]
+    assert again["em_official"] == first["em_official"] == 0.5
     assert [r["raw"] for r in load_records(path) if "raw" in r] == [r["raw"] for r in records if "raw" in r]
     assert len(backend.calls) == calls  # nothing generated again
     assert "rescored 4 examples" in capsys.readouterr().out

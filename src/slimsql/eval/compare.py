@@ -14,7 +14,8 @@ from typing import Any
 from ..errors import InputError
 from .report import load_run
 
-METRICS = ("ex", "em", "valid", "schema_ok", "strict")
+METRICS = ("ex", "em", "em_official", "valid", "schema_ok", "strict")
+LABELS = {"em": "exact match (normalized)", "em_official": "exact match (official-compatible)"}
 
 
 def paired_bootstrap(a: list[float], b: list[float], *, resamples: int = 2000, seed: int = 0,
@@ -64,8 +65,8 @@ def to_markdown(result: dict[str, Any], records_b: dict[str, dict] | None = None
              f"{result['examples']} examples scored in both runs. Differences are B - A with a paired bootstrap "
              "95% confidence interval.", "", "| metric | A | B | B - A | 95% CI |", "|---|---|---|---|---|"]
     for name, m in result["metrics"].items():
-        lines.append(f"| {name} | {100 * m['a']:.1f}% | {100 * m['b']:.1f}% | {100 * m['diff']:+.1f} pts "
-                     f"| [{100 * m['ci95'][0]:+.1f}, {100 * m['ci95'][1]:+.1f}] |")
+        lines.append(f"| {LABELS.get(name, name)} | {100 * m['a']:.1f}% | {100 * m['b']:.1f}% "
+                     f"| {100 * m['diff']:+.1f} pts | [{100 * m['ci95'][0]:+.1f}, {100 * m['ci95'][1]:+.1f}] |")
     lines += ["", f"Fixed by B (EX wrong in A, right in B): {len(result['fixed'])}",
               f"Broken by B (EX right in A, wrong in B): {len(result['broken'])}", ""]
     for title, ids in (("Fixed", result["fixed"]), ("Broken", result["broken"])):

@@ -17,6 +17,10 @@ columns joined by a foreign key count as one (``key_map``); SELECT-level DISTINC
 and the LIMIT value are not compared. Hardness follows ``eval_hardness`` exactly,
 including its counting of negated conditions as aggregates, so the levels agree
 with published Spider breakdowns (dev: 248 easy, 446 medium, 174 hard, 166 extra).
+
+This is the *normalized* exact match: it reads any query sqlglot parses (``INNER JOIN``,
+column aliases, functions). The official script's own verdict, which scores what its
+parser cannot read as no match, is ``official.official_exact_match`` (metric ``em_official``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Query:
     intersect: "Query | None" = None
     union: "Query | None" = None
     except_: "Query | None" = None
+    distinct: bool = False  # SELECT DISTINCT: only the official reading keeps it (see ``official``)
 
 
 class _Scope:

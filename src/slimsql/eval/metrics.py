@@ -129,12 +129,15 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Run-level metrics over scored records (one per example)."""
     scored = [r for r in records if r.get("executable") and not r.get("gold_error")]
     parsed_gold = [r for r in records if r.get("em") is not None]
+    official_gold = [r for r in records if r.get("em_official") is not None]  # absent before rescoring
     by_hardness = {}
     for level in HARDNESS:
         group = [r for r in scored if r.get("hardness") == level]
         em_group = [r for r in parsed_gold if r.get("hardness") == level]
+        official_group = [r for r in official_gold if r.get("hardness") == level]
         by_hardness[level] = {"count": len(group), "ex": _rate(r["ex"] for r in group),
-                              "em": _rate(r["em"] for r in em_group)}
+                              "em": _rate(r["em"] for r in em_group),
+                              "em_official": _rate(r["em_official"] for r in official_group)}
     categories = {c: sum(categorize(r) == c for r in scored) for c in CATEGORIES}
     generation = [r["gen_s"] for r in records if r.get("gen_s") is not None]
     return {
@@ -145,7 +148,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "missing_db": sum(not r.get("executable") for r in records),
         "ex": _rate(r["ex"] for r in scored),
         "test_suite": _rate(r["ts"] for r in scored if r.get("ts") is not None),
-        "em": _rate(r["em"] for r in parsed_gold),
+        "em": _rate(r["em"] for r in parsed_gold),  # exact match, normalized (exact.py)
+        "em_official": _rate(r["em_official"] for r in official_gold),  # as Spider's evaluation.py (official.py)
         "valid_sql": _rate(r["valid"] for r in scored),
         "schema_adherence": _rate(r["schema_ok"] for r in scored if r.get("schema_ok") is not None),
         "strict_format": _rate(r["strict"] for r in records if "raw" in r or r.get("extract_error")),

@@ -41,12 +41,14 @@ def _plots(summary: dict[str, Any], records: list[dict[str, Any]], folder: Path)
     files = []
     levels = metrics.HARDNESS
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    width = 0.38
     ex = [100 * (summary["by_hardness"][lv]["ex"] or 0) for lv in levels]
     em = [100 * (summary["by_hardness"][lv]["em"] or 0) for lv in levels]
+    official = [100 * (summary["by_hardness"][lv].get("em_official") or 0) for lv in levels]
     xs = range(len(levels))
-    ax.bar([x - width / 2 for x in xs], ex, width, label="execution (EX)")
-    ax.bar([x + width / 2 for x in xs], em, width, label="exact match (EM)")
+    width = 0.27
+    ax.bar([x - width for x in xs], ex, width, label="execution (EX)")
+    ax.bar(list(xs), em, width, label="exact match (normalized)")
+    ax.bar([x + width for x in xs], official, width, label="exact match (official-compatible)")
     ax.set_xticks(list(xs), [f"{lv}\n(n={summary['by_hardness'][lv]['count']})" for lv in levels])
     ax.set_ylabel("%"), ax.set_ylim(0, 100), ax.legend(), ax.set_title("Accuracy by Spider hardness")
     fig.tight_layout()
@@ -86,12 +88,14 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
         ["prompt style, decoding", f"{cfg['style']}, temperature {cfg['temperature']}"],
         ["execution accuracy (EX)", _pct(summary["ex"])],
         ["test-suite accuracy", _pct(summary["test_suite"])],
-        ["exact set match (EM)", _pct(summary["em"])],
+        ["exact match (normalized)", _pct(summary["em"])],
+        ["exact match (official-compatible)", _pct(summary.get("em_official"))],
         ["valid SQL", _pct(summary["valid_sql"])],
         ["schema adherence", _pct(summary["schema_adherence"])],
         ["strict format", _pct(summary["strict_format"])],
     ]
-    hardness = [[lv, str(v["count"]), _pct(v["ex"]), _pct(v["em"])] for lv, v in summary["by_hardness"].items()]
+    hardness = [[lv, str(v["count"]), _pct(v["ex"]), _pct(v["em"]), _pct(v.get("em_official"))]
+                for lv, v in summary["by_hardness"].items()]
     categories = [[c, str(n)] for c, n in summary["categories"].items()]
     cleaning = [[k, str(v)] for k, v in summary.get("cleaning", {}).items()]
     t, lat = summary.get("timing", {}), summary["latency_s"]
@@ -105,7 +109,7 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
          f"{summary['tokens']['prompt_mean']} / {summary['tokens']['completion_mean']}"],
     ]
     return [("Overview", ["metric", "value"], overview),
-            ("By hardness", ["hardness", "examples", "EX", "EM"], hardness),
+            ("By hardness", ["hardness", "examples", "EX", "EM (normalized)", "EM (official-compatible)"], hardness),
             ("Error categories", ["category", "examples"], categories),
             ("Model output clean-ups", ["clean-up", "outputs"], cleaning),
             ("Time", ["what", "value"], timing)]

@@ -17,7 +17,7 @@ from typing import Any
 from ..db.sqlite import SQLiteDatabase
 from ..errors import QueryError, SlimsqlError, UnsafeSQLError
 from ..schema import Schema
-from . import exact, execution, metrics
+from . import exact, execution, metrics, official
 from .datasets import Example
 
 EVAL_MAX_ROWS = 100_000
@@ -27,7 +27,8 @@ EVAL_MAX_ROWS = 100_000
 class Score:
     ex: bool = False  # execution accuracy (Spider or BIRD semantics)
     valid: bool = False  # the prediction ran
-    em: bool | None = None  # exact set match; None when the gold query is outside the matcher
+    em: bool | None = None  # exact set match (normalized); None when the gold query is outside the matcher
+    em_official: bool | None = None  # the official Spider script's exact-match verdict, reproduced
     ts: bool | None = None  # test-suite accuracy, when the example has several databases
     schema_ok: bool | None = None  # every table and column it names exists
     hardness: str | None = None  # Spider hardness of the gold query
@@ -88,7 +89,8 @@ class Scorer:
                 em = False
         else:
             em = False
-        failed = dict(em=em, hardness=hardness, ts=False if suite else None)
+        em_official = official.verdict(pred_sql, gold_sql, schema, keys)
+        failed = dict(em=em, em_official=em_official, hardness=hardness, ts=False if suite else None)
         if pred_sql is None:
             return Score(schema_ok=False, **failed)
         schema_ok = metrics.schema_adherence(pred_sql, schema)
@@ -101,7 +103,8 @@ class Scorer:
         ex = execution.results_match(gold[0], predicted[0], gold_sql=gold_sql, semantics=self.semantics)
         ts = execution.test_suite_match(list(zip(gold, predicted)), gold_sql=gold_sql,
                                         semantics=self.semantics) if suite else None
-        return Score(ex=ex, valid=True, em=em, ts=ts, schema_ok=schema_ok, hardness=hardness)
+        return Score(ex=ex, valid=True, em=em, em_official=em_official, ts=ts, schema_ok=schema_ok,
+                     hardness=hardness)
 
     def score(self, example: Example, schema: Schema, record: dict[str, Any]) -> dict[str, Any]:
         """Fill a run record with the score of its ``pred_sql``."""
@@ -109,7 +112,7 @@ class Scorer:
         result = self.score_sql(example, schema, record.get("pred_sql"))
         record.update(result.fields())
         if result.gold_error:
-            record.update(ex=False, ts=None, valid=False, em=None, schema_ok=None)
+            record.update(ex=False, ts=None, valid=False, em=None, em_official=None, schema_ok=None)
         record["score_s"] = round(time.perf_counter() - start, 4)
         record["category"] = metrics.categorize(record) if record.get("executable") and not result.gold_error \
             else None
