@@ -292,7 +292,7 @@ def test_score_is_one_pure_function_of_example_sql_and_database(spider_like):
     wrong = score(example, "SELECT nme FROM item")
     assert not wrong.ex and not wrong.valid and "no such column" in wrong.exec_error
     assert score(example, "DELETE FROM item").unsafe and score(example, None) == Score(
-        em=False, schema_ok=False, hardness="easy")
+        em=False, em_official=False, schema_ok=False, hardness="easy")
 
 
 def test_reading_a_run_never_writes_to_it(spider_like, tmp_path):
