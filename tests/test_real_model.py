@@ -85,5 +85,5 @@ def test_transformers_backend_same_weights(demo_db):
     text = backend.tokenizer.apply_chat_template([{"role": "user", "content": "U"}], tokenize=False,
                                                  add_generation_prompt=True)
     assert text.endswith("<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
-    answer = slimsql.connect(demo_db, backend=backend).ask("How many products are there?")
+    answer = slimsql.connect(demo_db, backend=backend, preset="fast").ask("How many products are there?")
     assert answer.rows == [(46,)], answer.sql
