@@ -133,18 +133,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _row_cap(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > MAX_ROWS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_ROWS:,}, got {text}")
     return value

@@ -7,11 +7,11 @@ folder records it, so what is measured is what users get.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..backends import GenerationConfig
+from ..db.limits import check_max_rows, check_timeout
 from ..errors import InputError
 from ..prompts import DEFAULT_STYLE, get_style
 
@@ -50,10 +50,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         get_style(self.style)
-        if self.max_rows < 1:
-            raise InputError(f"--max-rows must be at least 1, got {self.max_rows}")
-        if not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise InputError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        check_max_rows(self.max_rows)
+        check_timeout(self.timeout)
         if self.strategy not in STRATEGIES:
             raise InputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.repair_rounds < 0:
