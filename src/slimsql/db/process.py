@@ -34,7 +34,7 @@ KILL_GRACE = 0.25
 #: evaluation of a test suite with hundreds of database files does, holds few processes.
 MAX_LIVE_WORKERS = 16
 _live: "OrderedDict[int, Worker]" = OrderedDict()
-_live_lock = threading.Lock()
+_live_lock = threading.RLock()  # re-entrant: a collected connection stops its worker from inside _touch
 
 
 def _touch(worker: "Worker") -> None:
