@@ -41,6 +41,9 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
                    help="show the database values the question mentions (value linking)")
     p.add_argument("--prune-tokens", type=int, default=None,
                    help="above this many schema tokens, show only the tables the question is about (0 = off)")
+    p.add_argument("--grammar", action=argparse.BooleanOptionalAction, default=None,
+                   help="constrain decoding so that only the schema's table and column names can be written "
+                        "(llama-cpp backend)")
     p.add_argument("--samples", type=int, default=3, help="example values per text column in the prompt")
 
 
@@ -48,4 +51,4 @@ def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:
     return resolve(args.preset, style=args.style, n=args.candidates, temperature=args.temperature, seed=args.seed,
                    max_tokens=args.max_tokens, strategy=args.strategy, fix=args.fix,
                    repair_rounds=args.repair_rounds, merge=args.merge, values=args.values,
-                   prune_tokens=args.prune_tokens, samples=args.samples, **fixed)
+                   prune_tokens=args.prune_tokens, grammar=args.grammar, samples=args.samples, **fixed)

@@ -54,6 +54,9 @@ class GenerationConfig:
     max_tokens: int = 256
     top_p: float = 0.95
     greedy_first: bool = True
+    #: a GBNF grammar every candidate must follow (schema-constrained decoding); None = free text.
+    #: Built per question by :mod:`slimsql.infer.grammar`; backends that cannot honour it refuse it.
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:

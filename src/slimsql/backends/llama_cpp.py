@@ -24,6 +24,7 @@ Spider run.)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from typing import Sequence
@@ -77,6 +78,7 @@ class LlamaCppBackend:
         self._vocab = self.llm._model.vocab
         self._n_vocab = self.llm.n_vocab()
         self._cached: list[int] = []  # the tokens held by sequence 0 of the KV cache
+        self._candidates = None  # the whole vocabulary's logits, for a grammar's masked draw
         self.load_seconds = time.perf_counter() - start
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -109,6 +111,19 @@ class LlamaCppBackend:
             out = [c for i in range(runs) for c in self._decode(tokens, greedy[i:i + 1], seeds[i:i + 1], config)]
         return out * config.n if runs == 1 else out
 
+    def grammar_accepts(self, grammar: str, text: str) -> bool:
+        """Whether ``text`` followed by the end of generation is a sentence of ``grammar``, as
+        llama.cpp's own grammar sampler judges it token by token (what decoding would allow)."""
+        sampler = self._grammar(grammar)
+        try:
+            for token in self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False):
+                if not self._allowed(sampler, token):
+                    return False
+                self._lib.llama_sampler_accept(sampler, token)
+            return self._allowed(sampler, self.llm.token_eos())
+        finally:
+            self._lib.llama_sampler_free(sampler)
+
     # -- decoding ----------------------------------------------------------------
 
     def _sampler(self, greedy: bool, seed: int, config: GenerationConfig):
@@ -122,6 +137,42 @@ class LlamaCppBackend:
             sampler.add_temp(config.temperature)
             sampler.add_dist(seed)
         return sampler
+
+    def _grammar(self, grammar: str):
+        sampler = self._lib.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise ModelError("llama.cpp could not parse the decoding grammar")
+        return sampler
+
+    def _allowed(self, grammar, token: int) -> bool:
+        """Whether the grammar (in its current state) allows ``token`` next: one token, cheap."""
+        lib = self._lib
+        data = (lib.llama_token_data * 1)(lib.llama_token_data(id=token, logit=0.0, p=0.0))
+        array = lib.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
+        lib.llama_sampler_apply(grammar, ctypes.byref(array))
+        return data[0].logit != float("-inf")
+
+    def _constrained(self, sampler, grammar, index: int, token: int) -> int:
+        """``token`` if the grammar allows it, else a new draw from the tokens the grammar allows.
+
+        Checking the drawn token first and masking the whole vocabulary only when it is
+        refused costs one token's check on most steps instead of the vocabulary's; the
+        result has the same distribution as drawing from the masked vocabulary (a refused
+        draw's probability mass is redistributed in proportion, by the second draw)."""
+        if not self._allowed(grammar, token):
+            import numpy as np
+
+            logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,))
+            if self._candidates is None:
+                self._candidates = self._internals.LlamaTokenDataArray(n_vocab=self._n_vocab)
+            self._candidates.copy_logits(logits)
+            array = ctypes.byref(self._candidates.candidates)
+            self._lib.llama_sampler_apply(grammar, array)
+            self._lib.llama_sampler_apply(sampler.sampler, array)
+            chosen = self._candidates.candidates.selected
+            token = int(self._candidates.candidates.data[chosen].id)
+        self._lib.llama_sampler_accept(grammar, token)
+        return token
 
     def _submit(self, items: list[tuple[int, int, Sequence[int], bool]]) -> None:
         """Decode one batch of (token, position, sequence ids, wants_logits)."""
@@ -174,7 +225,10 @@ class LlamaCppBackend:
             raise ModelError(f"at most {self.max_sequences} candidates can be decoded together, asked for {count}")
         start = time.perf_counter()
         samplers = [self._sampler(g, s, config) for g, s in zip(greedy, seeds)]
+        grammars: list = []
         try:
+            if config.grammar is not None:
+                grammars = [self._grammar(config.grammar) for _ in range(count)]
             index = self._prefill(tokens)
             for seq in range(1, count):
                 self._lib.llama_memory_seq_cp(self._ctx.memory, 0, seq, -1, -1)
@@ -191,6 +245,8 @@ class LlamaCppBackend:
                     table = self._logprobs(index)
                     for seq in seqs:
                         token = samplers[seq].sample(self._ctx, index)
+                        if grammars:
+                            token = self._constrained(samplers[seq], grammars[seq], index, token)
                         logprobs[seq] += float(table[token])
                         if self._lib.llama_vocab_is_eog(self._vocab, token):
                             if greedy[seq] and count > 1:
@@ -210,6 +266,8 @@ class LlamaCppBackend:
         finally:
             for sampler in samplers:
                 sampler.close()
+            for grammar in grammars:
+                self._lib.llama_sampler_free(grammar)
             # keep the prompt in sequence 0 for the next call; drop everything generated
             self._lib.llama_memory_seq_rm(self._ctx.memory, 0, len(self._cached), -1)
             for seq in range(1, count):

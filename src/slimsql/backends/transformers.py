@@ -52,6 +52,9 @@ class TransformersBackend:
         self.load_seconds = time.perf_counter() - start
 
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]:
+        if config.grammar is not None:
+            raise ModelError("the transformers backend cannot constrain decoding to a grammar; "
+                             "use --no-grammar or the llama-cpp backend")
         torch = self._torch
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)

@@ -15,7 +15,7 @@ turns it into an :class:`Answer` or raises the error that explains the failure.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..backends import Backend, Candidate, GenerationConfig, Message
@@ -24,7 +24,7 @@ from ..errors import InputError, NoSQLError, QueryError, QueryTimeout, SlimsqlEr
 from ..prompts import get_style
 from ..schema import Schema
 from ..sql import ExtractionStats, extract
-from . import choose, linking, repair
+from . import choose, grammar, linking, repair
 from .settings import Settings
 from .trace import Trace, Trial
 
@@ -210,7 +210,10 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     shown, values = link(db, backend, schema, question, settings, trace)
     lap("linking")
     messages = render(shown, question, settings, values)
-    trials = to_trials(backend.generate(messages, settings.generation), schema.dialect, stats=stats)
+    config = settings.generation
+    if settings.grammar:  # only the names of the schema shown can be written
+        config = replace(config, grammar=grammar.build(shown))
+    trials = to_trials(backend.generate(messages, config), schema.dialect, stats=stats)
     lap("generation")
     trace.trials = trials
     runner = _Runner(db, schema, settings)
@@ -219,13 +222,15 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     winner = choose.STRATEGY[settings.strategy](trace, trials)
     lap("execution")
     if winner is not None and settings.merge and settings.strategy == "vote":
-        winner = _merge(backend, messages, settings, trace, runner, schema, stats, lap) or winner
+        winner = _merge(backend, messages, settings, config, trace, runner, schema, stats, lap) or winner
     failed = next((t for t in trials if t.sql is not None), None)
+    if settings.grammar and shown is not schema:  # a repair hint may name any table of the database
+        config = replace(config, grammar=grammar.build(schema))
     while winner is None and trace.rounds < settings.repair_rounds and failed is not None:
         trace.rounds += 1
         conversation = repair.repair_messages(messages, failed.sql, failed.error or "", schema, schema.dialect)
         # as many candidates as the proposal, chosen the same way
-        new = to_trials(backend.generate(conversation, settings.generation), schema.dialect, start=len(trace.trials),
+        new = to_trials(backend.generate(conversation, config), schema.dialect, start=len(trace.trials),
                         origin="repair", round_=trace.rounds, stats=stats)
         lap("repair")
         trace.trials.extend(new)
@@ -243,15 +248,15 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     return Solution(question, trace, runner.results[winner.index], timings)
 
 
-def _merge(backend: Backend, messages: list[Message], settings: Settings, trace: Trace, runner: _Runner,
-           schema: Schema, stats: ExtractionStats | None, lap) -> Trial | None:
+def _merge(backend: Backend, messages: list[Message], settings: Settings, proposal: GenerationConfig,
+           trace: Trace, runner: _Runner, schema: Schema, stats: ExtractionStats | None, lap) -> Trial | None:
     """A merge revision between the vote's two closest groups; the merged query if it runs."""
     pair = choose.runner_up(trace.trials, settings.merge_margin)
     if pair is None:
         return None
     shown = [(t.sql, runner.results[t.index].columns, runner.results[t.index].rows) for t in pair]
     conversation = repair.merge_messages(messages, *shown)
-    config = GenerationConfig(max_tokens=settings.generation.max_tokens)
+    config = GenerationConfig(max_tokens=proposal.max_tokens, grammar=proposal.grammar)  # one greedy answer
     new = to_trials(backend.generate(conversation, config), schema.dialect, start=len(trace.trials),
                     origin="merge", stats=stats)
     lap("merge")

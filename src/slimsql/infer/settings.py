@@ -32,7 +32,9 @@ class Settings:
     results and keep the query it writes if that runs (a merge revision).
     ``values``: show the database values the question mentions (value linking).
     ``prune_tokens``: above this many schema tokens, show only the tables the
-    question is about (0 = never prune).
+    question is about (0 = never prune). ``grammar``: constrain decoding to a
+    grammar built from the schema shown, so that no candidate names a table or
+    column the database lacks (:mod:`slimsql.infer.grammar`; llama-cpp backend).
     """
 
     style: str = DEFAULT_STYLE
@@ -47,6 +49,7 @@ class Settings:
     merge_margin: int = 1
     values: bool = False
     prune_tokens: int = 0
+    grammar: bool = False
 
     def __post_init__(self) -> None:
         get_style(self.style)
@@ -58,15 +61,23 @@ class Settings:
             raise InputError(f"--repair-rounds must be 0 or more, got {self.repair_rounds}")
         if self.prune_tokens < 0:
             raise InputError(f"--prune-tokens must be 0 (off) or more, got {self.prune_tokens}")
+        if self.generation.grammar is not None:
+            raise InputError("the decoding grammar is built per question; switch it on with grammar=True")
         if self.samples < 0:
             raise InputError(f"--samples must be 0 or more, got {self.samples}")
 
     def describe(self) -> dict[str, Any]:
         """A flat record of every answer-shaping setting (what a run folder stores)."""
         data = asdict(self)
-        data.update({f"generation.{k}": v for k, v in data.pop("generation").items()})
+        data.update({f"generation.{k}": v for k, v in data.pop("generation").items() if k != "grammar"})
+        for name, off in _LATER.items():  # recorded only when on, so runs recorded before them still resume
+            if data[name] == off:
+                del data[name]
         return data
 
+
+#: Settings added after run folders began recording settings, with their "off" value.
+_LATER = {"grammar": False}
 
 #: Named presets. Each is a complete set of answer-shaping choices; flags override single fields.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -78,7 +89,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "accurate": dict(strategy="vote", fix=True, repair_rounds=2, n=16, temperature=0.8),
 }
 DEFAULT_PRESET = "default"
-_GENERATION = {f.name for f in fields(GenerationConfig)}
+_GENERATION = {f.name for f in fields(GenerationConfig)} - {"grammar"}  # Settings.grammar switches it on
 
 
 def resolve(preset: str | None = None, **overrides: Any) -> Settings:

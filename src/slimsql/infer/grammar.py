@@ -1,0 +1,125 @@
+"""Schema-constrained decoding: a llama.cpp grammar (GBNF) built from the live schema.
+
+The grammar is *lexical*, not a full SQL grammar: a statement is any sequence of
+SQL keywords, function calls, numbers, string literals, operators and names, but
+the names are restricted to what the database has:
+
+* a bare name is a table or a column of the schema (or a keyword);
+* a qualified name ``q.c`` may use any qualifier ``q`` (a table alias may be
+  declared after its first use, as in ``SELECT T1.name FROM singer AS T1``), but
+  ``c`` must be a column of the schema;
+* a new name may only be declared: after ``AS`` (a column or table alias) or
+  right after a table name (``FROM singer s``);
+* quoted names (``"x"``, ```x```, ``[x]``) must be schema names too, except that
+  ``"..."`` is also SQLite's fallback string literal.
+
+So the model can still write wrong SQL, but never a table or column that does
+not exist. What it cannot express: a bare reference to an output alias
+(``ORDER BY total`` after ``count(*) AS total``); it must repeat the expression.
+Names are matched without regard to ASCII case, as SQLite does. Names are
+emitted as character tries (shared prefixes written once), which keeps the
+number of grammar stacks, and so the cost of each sampling step, small.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..schema import Schema
+
+#: SQLite's keywords (https://sqlite.org/lang_keywords.html) and type names; bare words the model may write.
+KEYWORDS = """
+ABORT ACTION ADD AFTER ALL ALTER ALWAYS ANALYZE AND AS ASC ATTACH AUTOINCREMENT BEFORE BEGIN BETWEEN BY
+CASCADE CASE CAST CHECK COLLATE COLUMN COMMIT CONFLICT CONSTRAINT CREATE CROSS CURRENT CURRENT_DATE
+CURRENT_TIME CURRENT_TIMESTAMP DATABASE DEFAULT DEFERRABLE DEFERRED DELETE DESC DETACH DISTINCT DO DROP
+EACH ELSE END ESCAPE EXCEPT EXCLUDE EXCLUSIVE EXISTS EXPLAIN FAIL FILTER FIRST FOLLOWING FOR FOREIGN FROM
+FULL GENERATED GLOB GROUP GROUPS HAVING IF IGNORE IMMEDIATE IN INDEX INDEXED INITIALLY INNER INSERT INSTEAD
+INTERSECT INTO IS ISNULL JOIN KEY LAST LEFT LIKE LIMIT MATCH MATERIALIZED NATURAL NO NOT NOTHING NOTNULL
+NULL NULLS OF OFFSET ON OR ORDER OTHERS OUTER OVER PARTITION PLAN PRAGMA PRECEDING PRIMARY QUERY RAISE
+RANGE RECURSIVE REFERENCES REGEXP REINDEX RELEASE RENAME REPLACE RESTRICT RETURNING RIGHT ROLLBACK ROW ROWS
+SAVEPOINT SELECT SET TABLE TEMP TEMPORARY THEN TIES TO TRANSACTION TRIGGER UNBOUNDED UNION UNIQUE UPDATE
+USING VACUUM VALUES VIEW VIRTUAL WHEN WHERE WINDOW WITH WITHOUT
+TRUE FALSE ROWID INTEGER INT REAL TEXT BLOB NUMERIC FLOAT DOUBLE VARCHAR CHAR DATE DATETIME BOOLEAN NOCASE
+""".split()
+
+#: SQLite's core, aggregate, date/time, math, JSON and window functions; written as ``name(``.
+FUNCTIONS = """
+abs changes char coalesce concat concat_ws format glob hex ifnull iif instr last_insert_rowid length like
+likelihood likely lower ltrim max min nullif octet_length printf quote random randomblob replace round rtrim
+sign soundex substr substring total_changes trim typeof unhex unicode unlikely upper zeroblob
+avg count group_concat string_agg sum total
+date time datetime julianday unixepoch strftime timediff
+acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2 mod pi pow
+power radians sin sinh sqrt tan tanh trunc
+json json_array json_array_length json_extract json_object json_type json_valid
+row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
+cast exists in not
+""".split()
+
+#: a name SQLite reads without quotes (it treats every non-ASCII character as a letter)
+_SIMPLE = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*\Z")
+
+
+def _char(c: str) -> str:
+    if c.isascii() and c.isalpha():
+        return f"[{c.lower()}{c.upper()}]"
+    return '"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _trie(words: set[str]) -> str:
+    """One GBNF expression matching exactly ``words`` (ASCII case-insensitive), prefix-factored."""
+    tree: dict = {}
+    for word in words:
+        node = tree
+        for c in word:
+            c = c.lower() if c.isascii() else c  # SQLite folds ASCII case only
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        end = "" in node
+        branches = [_char(c) + (" " + emit(child) if child else "") for c, child in sorted(node.items()) if c]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(" + " | ".join(branches) + ")"
+        return f"({body})?" if end else body
+
+    return emit(tree)
+
+
+def build(schema: Schema) -> str:
+    """The GBNF grammar (root rule ``root``) of statements that only name what ``schema`` has."""
+    tables = {t.name for t in schema.tables}
+    columns = {c.name for t in schema.tables for c in t.columns} | {"rowid"}
+    names = tables | columns
+    keywords = {k.lower() for k in KEYWORDS}
+    bare = {n for n in names if _SIMPLE.match(n)} | keywords
+    # a quoted name may hold any character but its own closing quote
+    quoted = {q + n + e for n in names for q, e in (('"', '"'), ("`", "`"), ("[", "]"))
+              if e not in n and "\n" not in n}
+    quoted_columns = {q + n + e for n in columns for q, e in (('"', '"'), ("`", "`"), ("[", "]"))
+                      if e not in n and "\n" not in n}
+    simple_tables = {n for n in tables if _SIMPLE.match(n)}
+    rules = {
+        "root": "ws body ws (\";\" ws)?",
+        # words need whitespace between them; punctuation does not
+        "body": "word (sp body | punct-seq)? | punct-seq",
+        "punct-seq": "punct ws body?",
+        "word": "table-alias | as-alias | qualified | bare | number | string",
+        "punct": "call | \"(\" | \")\" | \",\" | \"*\" | \"=\" | \"==\" | \"!=\" | \"<>\" | \"<\" | \"<=\" | \">\" "
+                 "| \">=\" | \"+\" | \"-\" | \"/\" | \"%\" | \"||\" | \"~\" | quoted-name",
+        "call": f"{_trie({f.lower() for f in FUNCTIONS})} ws \"(\"",
+        "bare": _trie(bare),
+        "quoted-name": _trie(quoted) if quoted else "\"\\\"\" [^\"]* \"\\\"\"",
+        "qualified": "(ident | quoted-any) ws \".\" ws (column | \"*\")",
+        "column": _trie({c for c in columns if _SIMPLE.match(c)} | quoted_columns),
+        "table-alias": f"{_trie(simple_tables) if simple_tables else 'ident'} sp ident",
+        "as-alias": "[aA] [sS] sp (ident | quoted-any)",
+        "ident": "([A-Za-z_] | [^\\x00-\\x7F]) ([A-Za-z0-9_$] | [^\\x00-\\x7F])*",
+        "quoted-any": "\"\\\"\" [^\"\\n]* \"\\\"\" | \"`\" [^`\\n]* \"`\" | \"[\" [^\\]\\n]* \"]\"",
+        "number": "[0-9]+ (\".\" [0-9]+)? ([eE] [-+]? [0-9]+)? | \".\" [0-9]+",
+        "string": "\"'\" ([^'] | \"''\")* \"'\" | \"\\\"\" [^\"]* \"\\\"\"",
+        "sp": "[ \\t\\n]+",
+        "ws": "[ \\t\\n]*",
+    }
+    return "\n".join(f"{name} ::= {body}" for name, body in rules.items()) + "\n"
