@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from slimsql.eval import datasets, metrics
-from slimsql.eval.runner import GENERATED
 from slimsql.eval.scoring import Scorer
-from slimsql.eval.store import RunFolder
+from slimsql.eval.store import Record, RunFolder
 from slimsql.infer import choose
 from slimsql.infer.trace import Trace, Trial
 
@@ -80,29 +79,29 @@ def main() -> None:
     config = source.config()
     examples = {ex.id: ex for ex in datasets.load_spider(args.data, config["split"]).examples}
     scorer = Scorer(config.get("semantics", "spider"), 30.0)
-    derived: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    derived: dict[str, list[Record]] = {name: [] for name in VARIANTS}
     ceiling = total = 0
     try:
         for record in source.records():
-            example = examples.get(record["id"])
-            if example is None or not example.executable or "trace" not in record:
+            example = examples.get(record.id)
+            if example is None or not example.executable or record.trace is None:
                 continue
-            trace = Trace.from_dict(record["trace"])
+            trace = Trace.from_dict(record.trace)
             schema = scorer.db(example.db_paths[0]).schema(0)
-            base = {k: record[k] for k in GENERATED if k in record and k != "trace"}
-            scored: dict[str | None, dict] = {}
+            base = replace(record.unscored(), trace=None)
+            scored: dict[str | None, Record] = {}
 
-            def score(sql: str | None) -> dict:
+            def score(sql: str | None) -> Record:
                 if sql not in scored:
-                    scored[sql] = scorer.score(example, schema, {**base, "pred_sql": sql})
+                    scored[sql] = scorer.score(example, schema, replace(base, pred_sql=sql))
                 return scored[sql]
 
             total += 1
-            ceiling += any(score(t.sql).get("ex") for t in trace.trials if t.ran)
+            ceiling += any(score(t.sql).ex for t in trace.trials if t.ran)
             for name, variant in VARIANTS.items():
                 pick = variant(trace)
                 sql = pick.sql if pick is not None else None
-                derived[name].append(dict(score(sql)))
+                derived[name].append(replace(score(sql)))
     finally:
         scorer.close()
     summary = {"run": str(args.run), "examples": total, "ceiling": round(ceiling / max(total, 1), 4)}

@@ -13,6 +13,7 @@ from slimsql.eval.compare import compare, paired_bootstrap
 from slimsql.eval.metrics import categorize, schema_adherence
 from slimsql.eval.report import write_report
 from slimsql.eval.runner import RunConfig, load_records, run
+from slimsql.eval.store import Record
 from slimsql.infer import Settings
 from slimsql.schema import Column, Schema, Table
 
@@ -79,14 +80,14 @@ def test_spider_loader_counts_missing_databases(spider_like):
 def test_run_scores_every_metric(spider_like, tmp_path):
     ds = datasets.load_spider(spider_like)
     summary = run(ds, scripted(), tmp_path / "run", config(), Settings(), show_progress=False)
-    records = {r["question"]: r for r in load_records(tmp_path / "run" / "predictions.jsonl")}
-    assert records["How many items?"]["ex"] and records["How many items?"]["em"]
-    assert records["How many items?"]["em_official"] and records["Names by price?"]["em_official"] is False
-    assert records["How many items?"]["fixes"] == ["fence", "semicolon"] and not records["How many items?"]["strict"]
-    assert not records["Names by price?"]["ex"] and records["Names by price?"]["category"] == "wrong result"
-    assert records["Items under 3.5?"]["ex"] and records["Items under 3.5?"]["ts"] is False
-    assert records["All names?"]["category"] == "unknown column" and not records["All names?"]["schema_ok"]
-    assert records["Anything?"]["missing_db"]
+    records = {r.question: r for r in load_records(tmp_path / "run" / "predictions.jsonl")}
+    assert records["How many items?"].ex and records["How many items?"].em
+    assert records["How many items?"].em_official and records["Names by price?"].em_official is False
+    assert records["How many items?"].fixes == ["fence", "semicolon"] and not records["How many items?"].strict
+    assert not records["Names by price?"].ex and records["Names by price?"].category == "wrong result"
+    assert records["Items under 3.5?"].ex and records["Items under 3.5?"].ts is False
+    assert records["All names?"].category == "unknown column" and not records["All names?"].schema_ok
+    assert records["Anything?"].missing_db
     assert summary["examples"] == 5 and summary["scored"] == 4 and summary["missing_db"] == 1
     assert summary["ex"] == 0.5 and summary["test_suite"] == 0.0 and summary["valid_sql"] == 0.75
     assert summary["em_official"] == summary["em"] == 0.5 and summary["by_hardness"]["easy"]["em_official"] == 0.5
@@ -112,7 +113,7 @@ def test_run_resumes_and_survives_failures(spider_like, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run(ds, ScriptedBackend(flaky), out, config(), Settings(), show_progress=False)
     # examples run grouped by database: the missing-database one ("gone") first, then two generated
-    assert [r["db_id"] for r in load_records(out / "predictions.jsonl")] == ["gone", "shop", "shop"]
+    assert [r.db_id for r in load_records(out / "predictions.jsonl")] == ["gone", "shop", "shop"]
     with (out / "predictions.jsonl").open("a") as f:
         f.write('{"id": "dev-2", "torn')  # a crash mid-write
     calls.clear()
@@ -166,7 +167,7 @@ def test_cli_eval_commands(spider_like, tmp_path, monkeypatch, capsys):
     assert cli.main(["eval", "report", str(tmp_path / "nothing")]) == 2
     only = tmp_path / "only"
     assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(only), "--db-id", "zoo"]) == 0
-    assert {r["db_id"] for r in load_records(only / "predictions.jsonl")} == {"zoo"}
+    assert {r.db_id for r in load_records(only / "predictions.jsonl")} == {"zoo"}
     assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(only), "--db-id", "nope"]) == 2
 
 
@@ -233,11 +234,11 @@ def test_schema_adherence(sql, ok):
 
 
 def test_categorize():
-    assert categorize({"ex": True}) == "correct"
-    assert categorize({"extract_error": "x"}) == "format"
-    assert categorize({"exec_error": "query stopped after the 30 s time limit"}) == "timeout"
-    assert categorize({"exec_error": "near \"FROM\": syntax error"}) == "syntax"
-    assert categorize({"valid": True, "ex": False}) == "wrong result"
+    assert categorize(Record(id="1", ex=True)) == "correct"
+    assert categorize(Record(id="1", extract_error="x")) == "format"
+    assert categorize(Record(id="1", exec_error="query stopped after the 30 s time limit")) == "timeout"
+    assert categorize(Record(id="1", exec_error="near \"FROM\": syntax error")) == "syntax"
+    assert categorize(Record(id="1", valid=True, ex=False)) == "wrong result"
 
 
 @pytest.mark.skipif(not (SPIDER / "dev.json").exists(), reason="Spider not in ../shared/benchmarks")
@@ -268,7 +269,7 @@ def test_rescore_keeps_generations_and_redoes_scoring(spider_like, tmp_path, cap
     first = run(ds, backend, out, config(), Settings(), show_progress=False)
     calls = len(backend.calls)
     path = out / "predictions.jsonl"
-    records = load_records(path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
     for r in records:  # pretend an older metric scored everything wrong
         r.update(ex=False, schema_ok=True)
         r.pop("em_official", None)  # scored before the metric existed
@@ -277,7 +278,7 @@ def test_rescore_keeps_generations_and_redoes_scoring(spider_like, tmp_path, cap
     again = json.loads((out / "metrics.json").read_text())
     assert again["ex"] == first["ex"] == 0.5 and again["schema_adherence"] == first["schema_adherence"]
     assert again["em_official"] == first["em_official"] == 0.5
-    assert [r["raw"] for r in load_records(path) if "raw" in r] == [r["raw"] for r in records if "raw" in r]
+    assert [r.raw for r in load_records(path) if r.raw is not None] == [r["raw"] for r in records if "raw" in r]
     assert len(backend.calls) == calls  # nothing generated again
     assert "rescored 4 examples" in capsys.readouterr().out
 
@@ -309,3 +310,23 @@ def test_reading_a_run_never_writes_to_it(spider_like, tmp_path):
     compare(out, out)
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
     assert folder.config()["settings"]["strategy"] == Settings().strategy  # every answer-shaping setting is kept
+
+
+def test_records_are_typed_and_read_older_and_newer_lines(tmp_path):
+    # a line written before typed records (no em_official, no trace) and one with a field from a later version
+    old = {"id": "dev-1", "db_id": "shop", "question": "q", "gold_sql": "SELECT 1", "executable": True,
+           "strict": True, "raw": "SELECT 1", "pred_sql": "SELECT 1", "fixes": [], "ex": True, "valid": True,
+           "em": True, "ts": None, "schema_ok": True, "hardness": "easy", "score_s": 0.01, "category": "correct"}
+    newer = {**old, "id": "dev-2", "reward": 0.5}
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(json.dumps(old) + "\n" + json.dumps(newer) + "\n" + '{"id": "dev-3", "torn')
+    first, second = load_records(path)
+    assert isinstance(first, Record) and first.ex and first.em_official is None and first.trace is None
+    assert first.generated and first.scored and first.extra == {}
+    assert second.extra == {"reward": 0.5} and second.to_dict()["reward"] == 0.5  # kept, written back
+    line = first.to_dict()  # what was read is written back; unset optional fields stay out of the line
+    assert {k: line[k] for k in old} == old and set(line) - set(old) == {
+        "em_official", "prompt_tokens", "completion_tokens", "candidates"}
+    assert Record.from_dict(second.to_dict()) == second
+    unscored = second.unscored()
+    assert unscored.raw == "SELECT 1" and unscored.extra == {"reward": 0.5} and not unscored.ex and unscored.em is None

@@ -53,9 +53,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     missing = summary["dataset"]["missing_dbs"]
     note = f" ({sum(missing.values())} examples without a database: {', '.join(sorted(missing))})" if missing else ""
     print(f"{dataset.name} {dataset.split}: {summary['examples']} examples, {summary['scored']} scored{note}")
-    print(f"EX {100 * (summary['ex'] or 0):.1f}%  EM {100 * (summary['em'] or 0):.1f}%  "
-          f"valid {100 * (summary['valid_sql'] or 0):.1f}%  -> {args.out}/report.md")
+    print(f"{_headline(summary)}  valid {_pct(summary['valid_sql'])}  -> {args.out}/report.md")
     return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _headline(summary: dict) -> str:
+    return (f"EX {_pct(summary['ex'])}  EM {_pct(summary['em'])} (normalized), "
+            f"{_pct(summary.get('em_official'))} (official-compatible)")
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
@@ -67,8 +75,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     args.split, args.out = config.split, args.run
     summary = rescore(_load(args).only(config.db_ids).sample(config.limit, config.seed), Path(args.run), config)
     write_report(args.run)
-    print(f"rescored {summary['scored']} examples: EX {100 * (summary['ex'] or 0):.1f}%  "
-          f"EM {100 * (summary['em'] or 0):.1f}%  -> {args.run}/report.md")
+    print(f"rescored {summary['scored']} examples: {_headline(summary)}  -> {args.run}/report.md")
     return 0
 
 

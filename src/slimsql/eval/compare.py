@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import InputError
 from .report import load_run
+from .store import Record
 
 METRICS = ("ex", "em", "em_official", "valid", "schema_ok", "strict")
 LABELS = {"em": "exact match (normalized)", "em_official": "exact match (official-compatible)"}
@@ -32,15 +33,15 @@ def paired_bootstrap(a: list[float], b: list[float], *, resamples: int = 2000, s
     return sum(diffs) / n, low, high
 
 
-def _value(record: dict[str, Any], metric: str) -> float | None:
-    value = record.get(metric)
+def _value(record: Record, metric: str) -> float | None:
+    value = getattr(record, metric)
     return None if value is None else float(bool(value))
 
 
 def compare(run_a: str | Path, run_b: str | Path, *, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     (_, records_a), (_, records_b) = load_run(run_a), load_run(run_b)
-    a = {r["id"]: r for r in records_a if r.get("executable") and not r.get("gold_error")}
-    b = {r["id"]: r for r in records_b if r.get("executable") and not r.get("gold_error")}
+    a = {r.id: r for r in records_a if r.scored}
+    b = {r.id: r for r in records_b if r.scored}
     common = sorted(set(a) & set(b), key=lambda i: (len(i), i))
     if not common:
         raise InputError("the two runs share no scored examples")
@@ -55,12 +56,12 @@ def compare(run_a: str | Path, run_b: str | Path, *, resamples: int = 2000, seed
         out["metrics"][metric] = {"n": len(pairs), "a": round(sum(x for x, _ in pairs) / len(pairs), 4),
                                   "b": round(sum(y for _, y in pairs) / len(pairs), 4),
                                   "diff": round(diff, 4), "ci95": [round(low, 4), round(high, 4)]}
-    out["fixed"] = [i for i in common if not a[i].get("ex") and b[i].get("ex")]
-    out["broken"] = [i for i in common if a[i].get("ex") and not b[i].get("ex")]
+    out["fixed"] = [i for i in common if not a[i].ex and b[i].ex]
+    out["broken"] = [i for i in common if a[i].ex and not b[i].ex]
     return out
 
 
-def to_markdown(result: dict[str, Any], records_b: dict[str, dict] | None = None) -> str:
+def to_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Comparison: B = {result['b']} vs A = {result['a']}", "",
              f"{result['examples']} examples scored in both runs. Differences are B - A with a paired bootstrap "
              "95% confidence interval.", "", "| metric | A | B | B - A | 95% CI |", "|---|---|---|---|---|"]

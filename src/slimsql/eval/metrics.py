@@ -15,6 +15,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
 from ..schema import Schema
+from .store import Record
 
 HARDNESS = ("easy", "medium", "hard", "extra")
 CATEGORIES = ("correct", "wrong result", "unknown column", "unknown table", "syntax", "timeout", "format",
@@ -82,13 +83,13 @@ def _column_found(column: exp.Column, scope, schema: Schema, aliases: set[str]) 
     return False
 
 
-def categorize(record: dict[str, Any]) -> str:
+def categorize(record: Record) -> str:
     """One error category per example, from its scored record."""
-    if record.get("ex"):
+    if record.ex:
         return "correct"
-    if record.get("extract_error") or record.get("unsafe"):
+    if record.extract_error or record.unsafe:
         return "format"
-    error = (record.get("exec_error") or "").lower()
+    error = (record.exec_error or "").lower()
     if not error:
         return "wrong result"
     if "time limit" in error:
@@ -115,51 +116,51 @@ def _seconds(values: list[float]) -> dict[str, float] | None:
             "mean": round(statistics.fmean(ordered), 3)}
 
 
-def _cleaning(records: list[dict[str, Any]]) -> dict[str, int]:
+def _cleaning(records: list[Record]) -> dict[str, int]:
     """How often model output needed each clean-up, or could not be reduced to SQL."""
-    generated = [r for r in records if "raw" in r or r.get("extract_error")]
-    counts = {"outputs": len(generated), "rejected": sum(bool(r.get("extract_error")) for r in generated)}
+    generated = [r for r in records if r.generated]
+    counts = {"outputs": len(generated), "rejected": sum(r.extract_error is not None for r in generated)}
     for record in generated:
-        for fix in record.get("fixes") or ():
+        for fix in record.fixes:
             counts[fix] = counts.get(fix, 0) + 1
     return counts
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(records: list[Record]) -> dict[str, Any]:
     """Run-level metrics over scored records (one per example)."""
-    scored = [r for r in records if r.get("executable") and not r.get("gold_error")]
-    parsed_gold = [r for r in records if r.get("em") is not None]
-    official_gold = [r for r in records if r.get("em_official") is not None]  # absent before rescoring
+    scored = [r for r in records if r.scored]
+    parsed_gold = [r for r in records if r.em is not None]
+    official_gold = [r for r in records if r.em_official is not None]  # absent before rescoring
     by_hardness = {}
     for level in HARDNESS:
-        group = [r for r in scored if r.get("hardness") == level]
-        em_group = [r for r in parsed_gold if r.get("hardness") == level]
-        official_group = [r for r in official_gold if r.get("hardness") == level]
-        by_hardness[level] = {"count": len(group), "ex": _rate(r["ex"] for r in group),
-                              "em": _rate(r["em"] for r in em_group),
-                              "em_official": _rate(r["em_official"] for r in official_group)}
+        group = [r for r in scored if r.hardness == level]
+        em_group = [r for r in parsed_gold if r.hardness == level]
+        official_group = [r for r in official_gold if r.hardness == level]
+        by_hardness[level] = {"count": len(group), "ex": _rate(r.ex for r in group),
+                              "em": _rate(r.em for r in em_group),
+                              "em_official": _rate(r.em_official for r in official_group)}
     categories = {c: sum(categorize(r) == c for r in scored) for c in CATEGORIES}
-    generation = [r["gen_s"] for r in records if r.get("gen_s") is not None]
+    generation = [r.gen_s for r in records if r.gen_s is not None]
     return {
         "examples": len(records),
-        "executable": sum(bool(r.get("executable")) for r in records),
+        "executable": sum(r.executable for r in records),
         "scored": len(scored),
-        "gold_errors": sum(bool(r.get("gold_error")) for r in records),
-        "missing_db": sum(not r.get("executable") for r in records),
-        "ex": _rate(r["ex"] for r in scored),
-        "test_suite": _rate(r["ts"] for r in scored if r.get("ts") is not None),
-        "em": _rate(r["em"] for r in parsed_gold),  # exact match, normalized (exact.py)
-        "em_official": _rate(r["em_official"] for r in official_gold),  # as Spider's evaluation.py (official.py)
-        "valid_sql": _rate(r["valid"] for r in scored),
-        "schema_adherence": _rate(r["schema_ok"] for r in scored if r.get("schema_ok") is not None),
-        "strict_format": _rate(r["strict"] for r in records if "raw" in r or r.get("extract_error")),
+        "gold_errors": sum(bool(r.gold_error) for r in records),
+        "missing_db": sum(not r.executable for r in records),
+        "ex": _rate(r.ex for r in scored),
+        "test_suite": _rate(r.ts for r in scored if r.ts is not None),
+        "em": _rate(r.em for r in parsed_gold),  # exact match, normalized (exact.py)
+        "em_official": _rate(r.em_official for r in official_gold),  # as Spider's evaluation.py (official.py)
+        "valid_sql": _rate(r.valid for r in scored),
+        "schema_adherence": _rate(r.schema_ok for r in scored if r.schema_ok is not None),
+        "strict_format": _rate(r.strict for r in records if r.generated),
         "cleaning": _cleaning(records),
         "by_hardness": by_hardness,
         "categories": categories,
         "latency_s": {"generation": _seconds(generation),
-                      "scoring": _seconds([r["score_s"] for r in records if r.get("score_s") is not None])},
-        "tokens": {"prompt_mean": round(statistics.fmean([r.get("prompt_tokens", 0) for r in records]), 1)
+                      "scoring": _seconds([r.score_s for r in records if r.score_s is not None])},
+        "tokens": {"prompt_mean": round(statistics.fmean([r.prompt_tokens for r in records]), 1)
                    if records else None,
-                   "completion_mean": round(statistics.fmean([r.get("completion_tokens", 0) for r in records]), 1)
+                   "completion_mean": round(statistics.fmean([r.completion_tokens for r in records]), 1)
                    if records else None},
     }

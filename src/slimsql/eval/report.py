@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
-from .store import RunFolder
+from .store import Record, RunFolder
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def load_run(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load_run(folder: str | Path) -> tuple[dict[str, Any], list[Record]]:
     """A run's summary and records, read only. The metrics are recomputed from
     ``predictions.jsonl`` with the current metric code; timing, config and dataset
     notes come from ``metrics.json``."""
@@ -30,7 +30,7 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return summary, records
 
 
-def _plots(summary: dict[str, Any], records: list[dict[str, Any]], folder: Path) -> list[Path]:
+def _plots(summary: dict[str, Any], records: list[Record], folder: Path) -> list[Path]:
     try:
         import matplotlib
 
@@ -65,7 +65,7 @@ def _plots(summary: dict[str, Any], records: list[dict[str, Any]], folder: Path)
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
 
-    gen = [r["gen_s"] for r in records if r.get("gen_s") is not None]
+    gen = [r.gen_s for r in records if r.gen_s is not None]
     if gen:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.hist(gen, bins=40, color="#4f81bd")

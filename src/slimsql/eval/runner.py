@@ -26,7 +26,7 @@ from ..schema import Schema
 from . import exact, metrics
 from .datasets import Dataset, Example
 from .scoring import EVAL_MAX_ROWS, Scorer  # noqa: F401  (Scorer: part of this module's API)
-from .store import RunFolder, load_records  # noqa: F401  (load_records: part of this module's API)
+from .store import Record, RunFolder, load_records  # noqa: F401  (load_records: part of this module's API)
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -89,7 +89,7 @@ class Databases:
 
 
 def _propose(example: Example, backend: Backend, settings: infer.Settings, dbs: Databases,
-             record: dict[str, Any]) -> Schema:
+             record: Record) -> Schema:
     """The question's road for one example (main thread): exactly what ``slimsql ask`` runs."""
     path = example.db_paths[0]
     try:
@@ -97,21 +97,21 @@ def _propose(example: Example, backend: Backend, settings: infer.Settings, dbs: 
         start = time.perf_counter()
         solution = infer.solve(dbs.get(path), backend, _question(example), settings, schema=schema)
     except SlimsqlError as err:  # e.g. an unreadable database or a prompt too long
-        record["extract_error"] = f"{type(err).__name__}: {err}"
+        record.extract_error = f"{type(err).__name__}: {err}"
         return Schema(tables=())
     trace = solution.trace
     shown = trace.winner or next((t for t in trace.trials if t.sql is not None), None) or trace.trials[0]
     timings = solution.timings
-    record.update(gen_s=round(timings.get("generation", 0.0) + timings.get("repair", 0.0), 4),
-                  road_s=round(time.perf_counter() - start, 4), raw=shown.raw,
-                  prompt_tokens=shown.prompt_tokens, completion_tokens=solution.tokens()["completion"],
-                  candidates=len(trace.trials), trace=trace.to_dict())
+    record.gen_s = round(timings.get("generation", 0.0) + timings.get("repair", 0.0), 4)
+    record.road_s = round(time.perf_counter() - start, 4)
+    record.raw, record.prompt_tokens = shown.raw, shown.prompt_tokens
+    record.completion_tokens, record.candidates = solution.tokens()["completion"], len(trace.trials)
+    record.trace = trace.to_dict()
     if shown.sql is not None:
-        record.update(pred_sql=shown.sql, fixes=list(shown.fixes), strict=not (set(shown.fixes) - {"semicolon"}))
-        if shown.repairs:
-            record["repairs"] = list(shown.repairs)
+        record.pred_sql, record.fixes, record.repairs = shown.sql, list(shown.fixes), list(shown.repairs)
+        record.strict = not (set(shown.fixes) - {"semicolon"})
     else:
-        record["extract_error"] = shown.error
+        record.extract_error = shown.error
     return schema
 
 
@@ -120,15 +120,14 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
     folder = RunFolder(out)
     folder.start(config)
     records = folder.records()
-    done = {r["id"] for r in records}
+    done = {r.id for r in records}
     # grouped by database (stable), so each schema prompt is evaluated once and then reused
     todo = sorted((ex for ex in dataset.examples if ex.id not in done), key=lambda ex: ex.db_id)
     scorer = Scorer(config.semantics, config.timeout)
     dbs = Databases(settings)
     timing = {"generation_s": 0.0, "scoring_s": 0.0}
     wall_start = time.perf_counter()
-    state = {"ex": sum(bool(r.get("ex")) for r in records if r.get("executable")),
-             "n": sum(bool(r.get("executable")) for r in records)}
+    state = {"ex": sum(r.ex for r in records if r.executable), "n": sum(r.executable for r in records)}
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), disable=not show_progress, transient=False)
@@ -139,41 +138,40 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
     with progress, ThreadPoolExecutor(max_workers=1) as pool, folder.appender() as sink:
         task = progress.add_task(describe(), total=len(dataset.examples), completed=len(done))
 
-        def write(record: dict[str, Any]) -> None:
+        def write(record: Record) -> None:
             sink.write(folder.line(record))
             sink.flush()
             records.append(record)
-            timing["scoring_s"] += record.get("score_s") or 0.0
-            if record.get("executable"):
+            timing["scoring_s"] += record.score_s or 0.0
+            if record.executable:
                 state["n"] += 1
-                state["ex"] += bool(record.get("ex"))
+                state["ex"] += record.ex
             progress.update(task, advance=1, description=describe())
 
-        def score_and_write(example: Example, schema: Schema, record: dict[str, Any]) -> None:
+        def score_and_write(example: Example, schema: Schema, record: Record) -> None:
             try:
-                record = scorer.score(example, schema, record)
+                scorer.score(example, schema, record)
             except Exception as err:  # never let one example end the run
-                record.update(score_error=f"{type(err).__name__}: {err}", ex=False, valid=False)
+                record.score_error, record.ex, record.valid = f"{type(err).__name__}: {err}", False, False
             write(record)
 
         pending: Future | None = None
         try:
             for example in todo:
-                record: dict[str, Any] = {"id": example.id, "db_id": example.db_id, "question": example.question,
-                                          "gold_sql": example.gold_sql, "executable": example.executable,
-                                          "strict": False}
+                record = Record(id=example.id, db_id=example.db_id, question=example.question,
+                                gold_sql=example.gold_sql, executable=example.executable)
                 if not example.executable:
-                    record["missing_db"] = True
+                    record.missing_db = True
                     try:
-                        record["hardness"] = exact.hardness(example.gold_sql)
+                        record.hardness = exact.hardness(example.gold_sql)
                     except ValueError:
-                        record["hardness"] = None
+                        record.hardness = None
                     if pending:
                         pending.result()
                     write(record)
                     continue
                 schema = _propose(example, backend, settings, dbs, record)
-                timing["generation_s"] += record.get("gen_s") or 0.0
+                timing["generation_s"] += record.gen_s or 0.0
                 if pending:
                     pending.result()  # keep one example in flight: order kept, memory bounded
                 pending = pool.submit(score_and_write, example, schema, record)
@@ -185,7 +183,7 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
 
     wall = time.perf_counter() - wall_start
     order = {ex.id: i for i, ex in enumerate(dataset.examples)}
-    records.sort(key=lambda r: order.get(r["id"], len(order)))
+    records.sort(key=lambda r: order.get(r.id, len(order)))
     summary = metrics.summarize(records)
     summary["dataset"] = {"name": dataset.name, "split": dataset.split, "missing_dbs": dataset.missing_dbs}
     summary["config"] = asdict(config)
@@ -193,12 +191,6 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
                          "scoring_s": round(timing["scoring_s"], 2), "examples_this_session": len(todo)}
     folder.write_metrics(summary)
     return summary
-
-
-#: What generation produced; everything else in a record is scoring, redone by rescore().
-GENERATED = ("id", "db_id", "question", "gold_sql", "executable", "missing_db", "strict", "raw", "pred_sql",
-             "fixes", "repairs", "extract_error", "gen_s", "road_s", "prompt_tokens", "completion_tokens",
-             "candidates", "trace")
 
 
 def rescore(dataset: Dataset, out: Path, config: RunConfig) -> dict[str, Any]:
@@ -216,12 +208,11 @@ def rescore(dataset: Dataset, out: Path, config: RunConfig) -> dict[str, Any]:
     dbs = Databases(infer.Settings(samples=0))
     try:
         for record in records:
-            example = examples.get(record["id"])
+            example = examples.get(record.id)
             if example is None or not example.executable:
                 rescored.append(record)
                 continue
-            base = {k: record[k] for k in GENERATED if k in record}
-            rescored.append(scorer.score(example, dbs.schema(example.db_paths[0]), base))
+            rescored.append(scorer.score(example, dbs.schema(example.db_paths[0]), record.unscored()))
     finally:
         scorer.close()
         dbs.close()

@@ -12,13 +12,13 @@ import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from ..db.sqlite import SQLiteDatabase
 from ..errors import QueryError, SlimsqlError, UnsafeSQLError
 from ..schema import Schema
 from . import exact, execution, metrics, official
 from .datasets import Example
+from .store import Record
 
 EVAL_MAX_ROWS = 100_000
 
@@ -36,13 +36,6 @@ class Score:
     unsafe: str | None = None
     gold_error: str | None = None  # the gold query itself failed: the example is not scored
 
-    def fields(self) -> dict[str, Any]:
-        """The record fields of this score (errors only when present)."""
-        data = asdict(self)
-        for key in ("exec_error", "unsafe", "gold_error"):
-            if data[key] is None:
-                del data[key]
-        return data
 
 
 class Scorer:
@@ -106,16 +99,17 @@ class Scorer:
         return Score(ex=ex, valid=True, em=em, em_official=em_official, ts=ts, schema_ok=schema_ok,
                      hardness=hardness)
 
-    def score(self, example: Example, schema: Schema, record: dict[str, Any]) -> dict[str, Any]:
+    def score(self, example: Example, schema: Schema, record: Record) -> Record:
         """Fill a run record with the score of its ``pred_sql``."""
         start = time.perf_counter()
-        result = self.score_sql(example, schema, record.get("pred_sql"))
-        record.update(result.fields())
-        if result.gold_error:
-            record.update(ex=False, ts=None, valid=False, em=None, em_official=None, schema_ok=None)
-        record["score_s"] = round(time.perf_counter() - start, 4)
-        record["category"] = metrics.categorize(record) if record.get("executable") and not result.gold_error \
-            else None
+        result = self.score_sql(example, schema, record.pred_sql)
+        for name, value in asdict(result).items():
+            setattr(record, name, value)
+        if result.gold_error:  # the example is not scored
+            record.ex, record.ts, record.valid, record.em, record.em_official, record.schema_ok = \
+                False, None, False, None, None, None
+        record.score_s = round(time.perf_counter() - start, 4)
+        record.category = metrics.categorize(record) if record.scored else None
         return record
 
     def close(self) -> None:

@@ -9,13 +9,98 @@ reports. Reading a run never writes to it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InputError
 
-Record = dict[str, Any]  # one scored example; the fields are listed in eval/metrics.py
+
+@dataclass
+class Record:
+    """One example of a run: what the road produced for it and how it scored.
+
+    One line of ``predictions.jsonl``. Fields a run did not produce stay at their
+    default and are left out of the line; fields this version does not know (a run
+    written by a later one) are kept in ``extra`` and written back unchanged.
+    """
+
+    # the example
+    id: str
+    db_id: str = ""
+    question: str = ""
+    gold_sql: str = ""
+    executable: bool = False
+    missing_db: bool = False
+    # what the road produced (generated: kept by rescoring)
+    raw: str | None = None  # the shown candidate's text as the model wrote it; None: no generation
+    pred_sql: str | None = None
+    strict: bool = False  # the text was the SQL alone (a trailing semicolon aside)
+    fixes: list[str] = field(default_factory=list)  # clean-ups extraction applied
+    repairs: list[str] = field(default_factory=list)  # identifier repairs on the parse tree
+    extract_error: str | None = None  # why there is no SQL
+    gen_s: float | None = None  # generation (and repair rounds) time
+    road_s: float | None = None  # the whole road: generation, execution, choice
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    candidates: int = 0
+    trace: dict[str, Any] | None = None  # slimsql.infer.Trace.to_dict()
+    # the score (eval/scoring.py)
+    ex: bool = False
+    valid: bool = False
+    em: bool | None = None
+    em_official: bool | None = None
+    ts: bool | None = None
+    schema_ok: bool | None = None
+    hardness: str | None = None
+    exec_error: str | None = None
+    unsafe: str | None = None
+    gold_error: str | None = None
+    score_error: str | None = None
+    score_s: float | None = None
+    category: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    #: fields that are what generation produced; rescoring keeps these and scores again
+    GENERATED = ("id", "db_id", "question", "gold_sql", "executable", "missing_db", "raw", "pred_sql", "strict",
+                 "fixes", "repairs", "extract_error", "gen_s", "road_s", "prompt_tokens", "completion_tokens",
+                 "candidates", "trace", "extra")
+
+    @property
+    def generated(self) -> bool:
+        """The model was asked (there is an output, or the reason there is none)."""
+        return self.raw is not None or self.extract_error is not None
+
+    @property
+    def scored(self) -> bool:
+        """Counts in the run's metrics: it has a database and its gold query ran."""
+        return self.executable and not self.gold_error
+
+    def unscored(self) -> "Record":
+        """A copy holding only what generation produced."""
+        return Record(**{k: getattr(self, k) for k in self.GENERATED})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        known = _FIELDS & set(data)
+        record = cls(**{k: data[k] for k in known if k != "extra"})
+        record.fixes, record.repairs = list(record.fixes or ()), list(record.repairs or ())
+        record.extra = {k: v for k, v in data.items() if k not in _FIELDS}
+        return record
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        for name in _OMIT_UNSET:
+            if data[name] in (None, [], False):
+                del data[name]
+        data.update(self.extra)
+        return data
+
+
+_FIELDS = {f.name for f in fields(Record)}
+#: left out of a line while unset, so lines stay short (and read as before typed records)
+_OMIT_UNSET = ("missing_db", "raw", "pred_sql", "repairs", "extract_error", "gen_s", "road_s", "trace",
+               "exec_error", "unsafe", "gold_error", "score_error", "score_s", "category")
 
 
 class RunFolder:
@@ -33,7 +118,7 @@ class RunFolder:
         return json.loads(self.config_path.read_text())
 
     def records(self) -> list[Record]:
-        """Scored records; a torn last line (a crash mid-write) is ignored."""
+        """The run's records; a torn last line (a crash mid-write) is ignored."""
         return load_records(self.predictions)
 
     def metrics(self) -> dict[str, Any]:
@@ -65,7 +150,7 @@ class RunFolder:
 
     @staticmethod
     def line(record: Record) -> str:
-        return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        return json.dumps(record.to_dict(), ensure_ascii=False, default=str) + "\n"
 
     def replace_records(self, records: Iterable[Record]) -> None:
         """Rewrite predictions.jsonl atomically (rescoring)."""
@@ -83,7 +168,9 @@ def load_records(path: Path) -> list[Record]:
         with Path(path).open(encoding="utf-8") as handle:
             for line in handle:
                 try:
-                    records.append(json.loads(line))
+                    data = json.loads(line)
                 except ValueError:
                     continue
+                if isinstance(data, dict) and "id" in data:
+                    records.append(Record.from_dict(data))
     return records
