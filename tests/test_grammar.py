@@ -54,6 +54,7 @@ def test_the_grammar_is_deterministic_and_names_the_schema(demo_db):
     "select NAME from Products p where p.Price > 10.5 and p.name like '%tea%'",  # case, alias without AS
     "SELECT status, count(*) FROM orders WHERE status != \"cancelled\" GROUP BY status HAVING count(*) >= 2",
     "SELECT strftime('%Y', order_date) FROM orders WHERE order_date BETWEEN '2024-01-01' AND '2024-12-31'",
+    "SELECT products.name, cust.first_name FROM products, customers cust",  # table and short alias qualifiers
     "SELECT CAST(price AS INTEGER) FROM products WHERE name IS NOT NULL AND price IN (1, 2, -3e2)",
     "SELECT name FROM products WHERE product_id NOT IN (SELECT product_id FROM order_items) "
     "UNION SELECT 'it''s' ORDER BY 1",
@@ -78,6 +79,7 @@ def test_a_real_name_in_the_wrong_table_is_not_the_grammars_business(llama, demo
     "SELECT revenue FROM products",  # no such column anywhere
     "SELECT T1.revenue FROM products AS T1",  # qualified
     "SELECT name FROM product",  # near-miss table
+    "SELECT Independence.name FROM products",  # a made-up qualifier longer than an alias
     "SELECT name FROM products ORDER BY total",  # a bare output alias (documented limitation)
     "```sql\nSELECT 1\n```",  # no Markdown: the answer is the statement
     "SELECT 1; DROP TABLE products",  # DROP is a keyword, but after ';' nothing may follow
@@ -92,6 +94,7 @@ def test_names_that_need_quoting_are_escaped(llama, odd_db):
     text = grammar.build(db.schema(0))  # llama.cpp parses it (else grammar_accepts raises)
     good = ['SELECT "unit price", "a]b", `qty"s`, [qty"s] FROM "order items"',
             'SELECT T."unit price", `back\\slash` FROM "order items" AS T',
+            'SELECT oi."a]b" FROM "order items" oi',
             'SELECT Größe, "select" FROM Café WHERE id = 1']
     for sql in good:
         db.execute(sql)
@@ -150,3 +153,15 @@ def test_a_backend_that_cannot_follow_a_grammar_refuses_it(demo_db):
     backend = TransformersBackend.__new__(TransformersBackend)  # no weights needed to refuse
     with pytest.raises(ModelError, match="cannot constrain decoding"):
         backend.generate([{"role": "user", "content": "q"}], GenerationConfig(grammar="root ::= \"x\""))
+
+
+def test_the_command_line_switches_it_on_for_ask_and_eval():
+    import argparse
+
+    from slimsql.cliopts import add_answer_options, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_answer_options(parser)
+    assert settings_from_args(parser.parse_args(["--grammar"])).grammar is True
+    assert settings_from_args(parser.parse_args(["--preset", "fast"])).grammar is False
+    assert settings_from_args(parser.parse_args(["--grammar", "--no-grammar"])).grammar is False

@@ -5,9 +5,11 @@ SQL keywords, function calls, numbers, string literals, operators and names, but
 the names are restricted to what the database has:
 
 * a bare name is a table or a column of the schema (or a keyword);
-* a qualified name ``q.c`` may use any qualifier ``q`` (a table alias may be
-  declared after its first use, as in ``SELECT T1.name FROM singer AS T1``), but
-  ``c`` must be a column of the schema;
+* a qualified name ``q.c`` needs a column ``c`` of the schema; its qualifier ``q``
+  is a table or any short name of up to four characters (a table alias may be
+  declared after its first use, as in ``SELECT T1.name FROM singer AS T1``, so the
+  grammar cannot know it yet; allowing any name there would let a made-up name
+  in through the back door, as ``IndependenceYear`` followed by a forced ``.*``);
 * a new name may only be declared: after ``AS`` (a column or table alias) or
   right after a table name (``FROM singer s``);
 * quoted names (``"x"``, ```x```, ``[x]``) must be schema names too, except that
@@ -15,7 +17,10 @@ the names are restricted to what the database has:
 
 So the model can still write wrong SQL, but never a table or column that does
 not exist. What it cannot express: a bare reference to an output alias
-(``ORDER BY total`` after ``count(*) AS total``); it must repeat the expression.
+(``ORDER BY total`` after ``count(*) AS total``; it must repeat the expression),
+and a table alias longer than four characters used as a qualifier. It does not
+know which table holds a column: a real column in the wrong table (the small
+model's commonest mistake) is left to the identifier repair.
 Names are matched without regard to ASCII case, as SQLite does. Names are
 emitted as character tries (shared prefixes written once), which keeps the
 number of grammar stacks, and so the cost of each sampling step, small.
@@ -111,9 +116,12 @@ def build(schema: Schema) -> str:
         "call": f"{_trie({f.lower() for f in FUNCTIONS})} ws \"(\"",
         "bare": _trie(bare),
         "quoted-name": _trie(quoted) if quoted else "\"\\\"\" [^\"]* \"\\\"\"",
-        "qualified": "(ident | quoted-any) ws \".\" ws (column | \"*\")",
+        "qualified": "(table | short | quoted-any) \".\" (column | \"*\")",
+        "table": _trie(simple_tables) if simple_tables else "short",
+        "short": "letter (letter | [0-9$])? (letter | [0-9$])? (letter | [0-9$])?",
+        "letter": "[A-Za-z_] | [^\\x00-\\x7F]",
         "column": _trie({c for c in columns if _SIMPLE.match(c)} | quoted_columns),
-        "table-alias": f"{_trie(simple_tables) if simple_tables else 'ident'} sp ident",
+        "table-alias": "(table | quoted-name) sp ident",
         "as-alias": "[aA] [sS] sp (ident | quoted-any)",
         "ident": "([A-Za-z_] | [^\\x00-\\x7F]) ([A-Za-z0-9_$] | [^\\x00-\\x7F])*",
         "quoted-any": "\"\\\"\" [^\"\\n]* \"\\\"\" | \"`\" [^`\\n]* \"`\" | \"[\" [^\\]\\n]* \"]\"",
