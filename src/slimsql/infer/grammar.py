@@ -92,6 +92,11 @@ def _trie(words: set[str]) -> str:
     return emit(tree)
 
 
+def _quoted(names: set[str]) -> set[str]:
+    """Each name in each SQLite quoting that can hold it (not its own closing quote, no line break)."""
+    return {q + n + e for n in names for q, e in (('"', '"'), ("`", "`"), ("[", "]")) if e not in n and "\n" not in n}
+
+
 def build(schema: Schema) -> str:
     """The GBNF grammar (root rule ``root``) of statements that only name what ``schema`` has."""
     tables = {t.name for t in schema.tables}
@@ -99,11 +104,7 @@ def build(schema: Schema) -> str:
     names = tables | columns
     keywords = {k.lower() for k in KEYWORDS}
     bare = {n for n in names if _SIMPLE.match(n)} | keywords
-    # a quoted name may hold any character but its own closing quote
-    quoted = {q + n + e for n in names for q, e in (('"', '"'), ("`", "`"), ("[", "]"))
-              if e not in n and "\n" not in n}
-    quoted_columns = {q + n + e for n in columns for q, e in (('"', '"'), ("`", "`"), ("[", "]"))
-                      if e not in n and "\n" not in n}
+    quoted, quoted_columns = _quoted(names), _quoted(columns)
     simple_tables = {n for n in tables if _SIMPLE.match(n)}
     rules = {
         "root": "ws body ws (\";\" ws)?",
