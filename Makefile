@@ -8,6 +8,7 @@ DB     ?= shop.sqlite
 
 demo: setup $(DB)                       ## set up, build the demo DB, answer the demo questions
 	$(BIN)/slimsql models --prepare qwen2.5-coder-0.5b
+	$(BIN)/slimsql schema --db $(DB) --warm
 	$(BIN)/slimsql ask --db $(DB) --demo-questions
 
 setup: $(VENV)/.slimsql-setup           ## venv + slimsql + llama.cpp + the embedded model

@@ -1,11 +1,15 @@
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from slimsql.demo import build_demo
+
+# the tests' prefix cache lives apart from the user's (subprocesses inherit it)
+os.environ["SLIMSQL_PREFIX_DIR"] = tempfile.mkdtemp(prefix="slimsql-test-prefix-")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPIDER = ROOT.parent / "shared" / "benchmarks" / "spider"

@@ -8,8 +8,10 @@ unless SLIMSQL_DEBUG=1 asks for the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 
 from rich.text import Text
 
@@ -21,6 +23,7 @@ from .demo import DEMO_QUESTIONS, build_demo
 from .db.limits import MAX_ROWS, check_timeout
 from .errors import InputError, SlimsqlError
 from .infer import Settings
+from .prompts import DEFAULT_STYLE, STYLES
 from .schema import render_compact, render_create
 
 
@@ -95,10 +98,42 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.warm:
+        loading = display.ModelLoading()
+        conn = _connection(args, Settings(style=args.style, max_rows=args.max_rows, timeout=args.timeout), loading)
+        try:
+            conn.backend
+        finally:
+            loading.done()
+        start = time.perf_counter()
+        if not conn.warm():
+            raise InputError(f"the {conn.backend.name} backend keeps no prefix cache")
+        info = getattr(conn.backend, "last_prefill", {})
+        how = "already cached" if info.get("from_store") else f"evaluated {info.get('evaluated', 0)} tokens"
+        display.err.print(f"warmed {args.db} for {conn.backend.model_name} ({args.style}): {how} "
+                          f"in {time.perf_counter() - start:.1f}s")
+        return 0
     conn = _connection(args)
     print(display.visible((render_compact if args.compact else render_create)(conn.schema)))
     for name, reason in getattr(conn.db, "skipped", ()):
         display.err.print(display.visible(f"warning: left out {name!r}: {reason}"), markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .backends import prefix_cache
+
+    if args.clear:
+        removed = prefix_cache.clear()
+        display.err.print(f"removed {removed} files from {prefix_cache.root()}")
+        return 0
+    rows = prefix_cache.summary()
+    if args.json:
+        print(json.dumps({"folder": str(prefix_cache.root()), "models": rows}, indent=2))
+        return 0
+    display.show_rows(("model", "entries", "MB", "prompt tokens"),
+                      [(r["model"], r["entries"], round(r["bytes"] / 2**20, 1), r["tokens"]) for r in rows], False,
+                      f"prefix cache: {prefix_cache.root()}")
     return 0
 
 
@@ -184,7 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--db", required=True)
     schema.add_argument("--compact", action="store_true")
     schema.add_argument("--timeout", type=_seconds, default=10.0, help="time limit per query in seconds (default 10)")
+    schema.add_argument("--warm", action="store_true",
+                        help="evaluate the schema prompt now and keep it in the prefix cache (fast first answers)")
+    schema.add_argument("--model", help="with --warm: the model to warm for")
+    schema.add_argument("--backend", default=DEFAULT_BACKEND)
+    schema.add_argument("--style", choices=sorted(STYLES), default=DEFAULT_STYLE, help="with --warm: prompt style")
+    schema.add_argument("--threads", type=positive_int, default=None)
     schema.set_defaults(func=cmd_schema, max_rows=100)
+
+    cache = sub.add_parser("cache", help="show or clear the prefix cache (evaluated schema prompts)")
+    cache.add_argument("--clear", action="store_true", help="remove every cached prefix")
+    cache.add_argument("--json", action="store_true")
+    cache.set_defaults(func=cmd_cache)
 
     demo = sub.add_parser("demo", help="build the demo shop database")
     demo.add_argument("--out", default="shop.sqlite")

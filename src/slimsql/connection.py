@@ -63,6 +63,11 @@ class Connection:
         """The road's full record for ``question`` (every candidate), without raising for a wrong answer."""
         return infer.solve(self.db, self.backend, question, self._settings(generation), self.stats)
 
+    def warm(self) -> bool:
+        """Evaluate this database's prompt prefix now and keep it in the backend's persistent
+        prefix cache, so that a later process answers its first question fast."""
+        return infer.warm(self.backend, self.schema, self.settings)
+
     def sql(self, query: str) -> Result:
         """Run hand-written SQL through the same read-only checks and limits."""
         return self.db.execute(query, max_rows=self.settings.max_rows, timeout=self.settings.timeout)

@@ -16,6 +16,10 @@ llama-cpp-python's Jinja2 formatter. Decoding runs on llama.cpp's own batch API
 * **Prompt cache.** The tokens of the last prompt stay in sequence 0; a prompt
   that shares a prefix with it (the schema, in every prompt style) only
   evaluates the rest. Generated tokens are removed after each call.
+* **Persistent prefix cache.** :meth:`remember` evaluates a prompt prefix (the
+  schema part, rendered without a question) and saves its state to disk
+  (:mod:`slimsql.backends.prefix_cache`); a new process on a database seen before
+  loads that state instead of evaluating the schema again.
 
 (llama-cpp-python's LlamaRAMCache is not used: its saved states carry the full
 logits array, which its capacity does not count, and it grew past 20 GB over a
@@ -32,6 +36,7 @@ from typing import Sequence
 from .. import models
 from ..errors import ModelError
 from . import Candidate, GenerationConfig, Message
+from .prefix_cache import MIN_TOKENS, PrefixStore, shared
 
 #: Sampler settings of llama.cpp's defaults that slimsql keeps (create_completion's).
 TOP_K, MIN_P = 40, 0.05
@@ -45,7 +50,7 @@ class LlamaCppBackend:
 
     def __init__(self, model: str | None = None, *, n_threads: int | None = None, n_ctx: int = 8192,
                  n_batch: int = 512, max_sequences: int = 16, parallel: bool = True,
-                 progress=None, on_load=None, **_):
+                 progress=None, on_load=None, prefix_cache: bool | None = None, prefix_cache_dir=None, **_):
         resolved = models.resolve(model, progress)
         try:
             import llama_cpp
@@ -79,6 +84,12 @@ class LlamaCppBackend:
         self._n_vocab = self.llm.n_vocab()
         self._cached: list[int] = []  # the tokens held by sequence 0 of the KV cache
         self._candidates = None  # the whole vocabulary's logits, for a grammar's masked draw
+        if prefix_cache is None:  # on unless switched off for the whole environment
+            prefix_cache = os.environ.get("SLIMSQL_PREFIX_CACHE", "1").lower() not in ("0", "off", "no", "false")
+        self.store = PrefixStore(PrefixStore.model_key(resolved.path, n_ctx=n_ctx, llama_cpp=llama_cpp.__version__),
+                                 prefix_cache_dir) if prefix_cache else None
+        self._remembered: set[int] = set()  # hashes of prefixes this process saved or found saved
+        self.last_prefill: dict = {}  # the last prompt: tokens reused, evaluated, whether from the store
         self.load_seconds = time.perf_counter() - start
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -110,6 +121,47 @@ class LlamaCppBackend:
         else:  # one completion after another: the baseline the parallel path is measured against
             out = [c for i in range(runs) for c in self._decode(tokens, greedy[i:i + 1], seeds[i:i + 1], config)]
         return out * config.n if runs == 1 else out
+
+    def remember(self, messages: Sequence[Message]) -> None:
+        """Make the prompt of ``messages`` (a prefix: the schema without a question) ready in
+        sequence 0, loading its state from the persistent store or evaluating it, and save it
+        there if it is not stored yet. Once per prefix and process; later calls cost nothing."""
+        tokens = self.prompt_tokens(messages)
+        key = hash(tuple(tokens))
+        if key in self._remembered or len(tokens) < MIN_TOKENS or len(tokens) >= self.n_ctx:
+            return
+        self._remembered.add(key)
+        self._prefill(tokens)
+        if self.store is None or self.store.covers(tokens):
+            return
+        if self.store.prepare():
+            path = self.store.path_for(tokens)
+            array = (self._lib.llama_token * len(tokens))(*tokens)
+            if self._lib.llama_state_seq_save_file(self._ctx.ctx, str(path).encode(), 0, array, len(tokens)):
+                self.store.commit(path, tokens)
+
+    def _load_prefix(self, tokens: list[int]) -> bool:
+        """Load the stored state sharing the longest prefix with ``tokens``, if it beats what
+        sequence 0 holds; a state llama.cpp cannot read is removed (and rebuilt later)."""
+        if self.store is None:
+            return False
+        found = self.store.best(tokens)
+        if found is None or found[1] <= shared(self._cached, tokens):
+            return False
+        entry, _ = found
+        self._forget()
+        capacity = len(entry.tokens)
+        out = (self._lib.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        read = self._lib.llama_state_seq_load_file(self._ctx.ctx, str(entry.state).encode(), 0, out, capacity,
+                                                   ctypes.byref(count))
+        if not read or list(out[:count.value]) != list(entry.tokens):
+            self._forget()
+            self.store.forget(entry)
+            return False
+        self._cached = list(entry.tokens)
+        self.store.touch(entry)
+        return True
 
     def grammar_accepts(self, grammar: str, text: str) -> bool:
         """Whether ``text`` followed by the end of generation is a sentence of ``grammar``, as
@@ -194,12 +246,10 @@ class LlamaCppBackend:
     def _prefill(self, tokens: list[int]) -> int:
         """Evaluate ``tokens`` in sequence 0, reusing the cached prefix; returns the
         batch index of the last token's logits."""
-        keep = 0
-        for a, b in zip(self._cached, tokens):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)  # the last token is always evaluated: its logits start decoding
+        loaded = self._load_prefix(tokens)
+        # the last token is always evaluated: its logits start decoding
+        keep = min(shared(self._cached, tokens), len(tokens) - 1)
+        self.last_prefill = {"reused": keep, "evaluated": len(tokens) - keep, "from_store": loaded}
         self._lib.llama_memory_seq_rm(self._ctx.memory, -1, keep, -1)
         self._cached = tokens[:keep]
         index = 0

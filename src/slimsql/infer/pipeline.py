@@ -102,6 +102,21 @@ def render(schema: Schema, question: str, settings: Settings, values: str = "") 
     return get_style(settings.style).messages(schema, question, schema.dialect, values)
 
 
+def prefix(schema: Schema, settings: Settings) -> list[Message]:
+    """The prompt without a question: what every question on this schema starts with
+    (what a backend's persistent prefix cache keeps)."""
+    return render(schema, "", settings)
+
+
+def warm(backend: Backend, schema: Schema, settings: Settings) -> bool:
+    """Have ``backend`` evaluate and keep the prompt prefix of ``schema``; False if it keeps none."""
+    remember = getattr(backend, "remember", None)
+    if remember is None:
+        return False
+    remember(prefix(schema, settings))
+    return True
+
+
 def _estimate_tokens(text: str) -> int:
     return len(text) // 3
 
@@ -210,6 +225,8 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     shown, values = link(db, backend, schema, question, settings, trace)
     lap("linking")
     messages = render(shown, question, settings, values)
+    if warm(backend, shown, settings):  # the schema's evaluated state: loaded from, or saved to, the prefix cache
+        lap("prefix")
     config = settings.generation
     if settings.grammar:  # only the names of the schema shown can be written
         config = replace(config, grammar=grammar.build(shown))
