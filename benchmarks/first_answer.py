@@ -1,0 +1,111 @@
+"""The first answer of a new process: ``slimsql ask`` wall time, first ever on a database vs seen before.
+
+Every question is its own ``slimsql ask --json`` process, as a command-line user runs
+it: 5 demo questions on the demo database and 20 Spider dev questions (5 each from
+4 seeded databases, the same sample as benchmarks/latency.py). Measured twice on a
+fresh, private prefix cache: with the cache (the first process on each database
+evaluates and saves the schema prompt, later ones load it) and without it
+(``SLIMSQL_PREFIX_CACHE=0``: every process evaluates the whole prompt). Besides the
+wall time, each process's own timings split the road (prefix, generation,
+execution); the rest of the wall time is process start (imports, model load).
+
+    python benchmarks/first_answer.py   # -> benchmarks/results/first-answer-<model>-<preset>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from latency import ROOT, spider_sample, summarize
+
+from slimsql.demo import DEMO_QUESTIONS, build_demo
+
+
+def ask(db: Path, question: str, model: str, preset: str, env: dict) -> dict:
+    command = [str(Path(sys.executable).parent / "slimsql"), "ask", "--db", str(db), "--json", "--model", model,
+               "--preset", preset, question]
+    start = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    row = {"db": db.stem, "question": question, "wall_s": round(wall, 3), "exit": out.returncode}
+    try:
+        timings = json.loads(out.stdout)["timings"]
+        row["timings"] = timings
+        row["start_s"] = round(wall - timings["total"], 3)  # imports, model load, opening the database
+    except (ValueError, KeyError):
+        row["error"] = (out.stderr.strip().splitlines() or [""])[-1][:200]
+    return row
+
+
+def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cache: bool) -> dict:
+    folder = tempfile.mkdtemp(prefix="slimsql-bench-prefix-")
+    env = {**os.environ, "SLIMSQL_PREFIX_DIR": folder, "SLIMSQL_PREFIX_CACHE": "1" if cache else "0"}
+    report = {}
+    for suite, questions in suites.items():
+        rows, seen = [], set()
+        for db, question in questions:
+            row = ask(db, question, model, preset, env)
+            row["first_on_db"] = db not in seen
+            seen.add(db)
+            rows.append(row)
+            print(f"  cache={'on' if cache else 'off'} {suite}: {row['wall_s']:.2f}s "
+                  f"{'first' if row['first_on_db'] else 'seen '} {question[:50]}", file=sys.stderr)
+        first = [r["wall_s"] for r in rows if r["first_on_db"]]
+        later = [r["wall_s"] for r in rows if not r["first_on_db"]]
+        starts = [r["start_s"] for r in rows if "start_s" in r]
+        parts = {k: round(statistics.median(r["timings"].get(k, 0.0) for r in rows if "timings" in r), 3)
+                 for k in ("prefix", "generation", "execution")}
+        report[suite] = {"all": summarize([r["wall_s"] for r in rows]), "first_on_db": summarize(first),
+                         "seen_before": summarize(later) if later else None,
+                         "median_parts_s": {"process_start": round(statistics.median(starts), 3), **parts}
+                         if starts else None,
+                         "answered": sum(r["exit"] == 0 for r in rows), "questions": rows}
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--spider-dbs", type=int, default=4)
+    parser.add_argument("--per-db", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    demo = build_demo(Path(tmp.name) / "shop.sqlite")
+    suites = {"demo": [(demo, q) for q in DEMO_QUESTIONS]}
+    if spider := spider_sample(args.spider_dbs, args.per_db, args.seed):
+        suites["spider-dev-sample"] = spider
+    results = {"benchmark": "slimsql first answer (a new process per question)",
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+               "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),
+               "with_cache": run(suites, args.model, args.preset, True),
+               "without_cache": run(suites, args.model, args.preset, False)}
+    out = args.out or ROOT / "benchmarks" / "results" / f"first-answer-{args.model}-{args.preset}.json"
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print("| suite | prefix cache | first on a database: median s | seen before: median s | p90 s | answered |")
+    print("|---|---|---|---|---|---|")
+    for mode in ("with_cache", "without_cache"):
+        for suite, data in results[mode].items():
+            seen = data["seen_before"] or {}
+            print(f"| {suite} | {'on' if mode == 'with_cache' else 'off'} | {data['first_on_db']['median_s']} "
+                  f"(n={data['first_on_db']['n']}) | {seen.get('median_s', '-')} | {seen.get('p90_s', '-')} "
+                  f"| {data['answered']}/{len(data['questions'])} |")
+    for suite, data in results["with_cache"].items():
+        print(f"{suite}, cache on, median parts (s): {data['median_parts_s']}")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
