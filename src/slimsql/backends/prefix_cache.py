@@ -76,6 +76,7 @@ class PrefixStore:
         self.base = Path(folder) if folder is not None else root()
         self.folder = self.base / model_key
         self.max_bytes = max_bytes
+        self._seen: tuple[int, list[Entry]] | None = None  # (folder mtime, entries): one scan per change
 
     @staticmethod
     def model_key(path: Path, **context: object) -> str:
@@ -87,7 +88,16 @@ class PrefixStore:
     # -- reading -------------------------------------------------------------------
 
     def entries(self) -> list[Entry]:
-        """Readable entries, most recently used first; unreadable sidecars are skipped."""
+        """Readable entries, most recently used first; unreadable sidecars are removed.
+
+        The folder is read again only when its modification time changed (an entry was
+        added or removed), so a lookup per question costs one ``stat``."""
+        try:
+            stamp = self.folder.stat().st_mtime_ns
+        except OSError:
+            return []
+        if self._seen is not None and self._seen[0] == stamp:
+            return self._seen[1]
         found = []
         try:
             metas = list(self.folder.glob("*.json"))
@@ -105,7 +115,12 @@ class PrefixStore:
             except (OSError, ValueError, KeyError, TypeError):
                 self._remove(meta.with_suffix(".state"))
         found.sort(key=lambda e: e.used, reverse=True)
-        return found[:MAX_ENTRIES]
+        found = found[:MAX_ENTRIES]
+        try:
+            self._seen = (self.folder.stat().st_mtime_ns, found)  # after any removal above
+        except OSError:
+            self._seen = None
+        return found
 
     def best(self, tokens: Sequence[int]) -> tuple[Entry, int] | None:
         """The entry sharing the longest prefix with ``tokens`` (at least MIN_TOKENS), and that length."""
