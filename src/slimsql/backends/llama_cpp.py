@@ -88,7 +88,7 @@ class LlamaCppBackend:
             prefix_cache = os.environ.get("SLIMSQL_PREFIX_CACHE", "1").lower() not in ("0", "off", "no", "false")
         self.store = PrefixStore(PrefixStore.model_key(resolved.path, n_ctx=n_ctx, llama_cpp=llama_cpp.__version__),
                                  prefix_cache_dir) if prefix_cache else None
-        self._remembered: set[int] = set()  # hashes of prefixes this process saved or found saved
+        self._remembered: set[int] = set()  # prefixes (messages) this process already made ready
         self.last_prefill: dict = {}  # the last prompt: tokens reused, evaluated, whether from the store
         self.load_seconds = time.perf_counter() - start
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -126,11 +126,13 @@ class LlamaCppBackend:
         """Make the prompt of ``messages`` (a prefix: the schema without a question) ready in
         sequence 0, loading its state from the persistent store or evaluating it, and save it
         there if it is not stored yet. Once per prefix and process; later calls cost nothing."""
-        tokens = self.prompt_tokens(messages)
-        key = hash(tuple(tokens))
-        if key in self._remembered or len(tokens) < MIN_TOKENS or len(tokens) >= self.n_ctx:
+        key = hash(tuple((m["role"], m["content"]) for m in messages))
+        if key in self._remembered:  # the common case: a later question on the same schema
             return
         self._remembered.add(key)
+        tokens = self.prompt_tokens(messages)
+        if len(tokens) < MIN_TOKENS or len(tokens) >= self.n_ctx:
+            return
         self._prefill(tokens)
         if self.store is None or self.store.covers(tokens):
             return
