@@ -7,7 +7,9 @@ fresh, private prefix cache: with the cache (the first process on each database
 evaluates and saves the schema prompt, later ones load it) and without it
 (``SLIMSQL_PREFIX_CACHE=0``: every process evaluates the whole prompt). Besides the
 wall time, each process's own timings split the road (prefix, generation,
-execution); the rest of the wall time is process start (imports, model load).
+execution); the rest of the wall time is process start (imports, model load). Also
+recorded: the time a new process takes to import slimsql's CLI and llama-cpp-python,
+and the entries and bytes the cache kept.
 
     python benchmarks/first_answer.py   # -> benchmarks/results/first-answer-<model>-<preset>.json
 """
@@ -46,7 +48,19 @@ def ask(db: Path, question: str, model: str, preset: str, env: dict) -> dict:
     return row
 
 
+def import_seconds(module: str, repeats: int = 3) -> float:
+    """Median wall time of a new Python process that only imports ``module``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times), 3)
+
+
 def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cache: bool) -> dict:
+    from slimsql.backends import prefix_cache
+
     folder = tempfile.mkdtemp(prefix="slimsql-bench-prefix-")
     env = {**os.environ, "SLIMSQL_PREFIX_DIR": folder, "SLIMSQL_PREFIX_CACHE": "1" if cache else "0"}
     report = {}
@@ -69,6 +83,7 @@ def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cach
                          "median_parts_s": {"process_start": round(statistics.median(starts), 3), **parts}
                          if starts else None,
                          "answered": sum(r["exit"] == 0 for r in rows), "questions": rows}
+    report["store"] = prefix_cache.summary(Path(folder))  # entries and bytes the cache kept
     return report
 
 
@@ -89,6 +104,7 @@ def main() -> int:
     results = {"benchmark": "slimsql first answer (a new process per question)",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),
+               "import_s": {m: import_seconds(m) for m in ("slimsql.cli", "llama_cpp")},
                "with_cache": run(suites, args.model, args.preset, True),
                "without_cache": run(suites, args.model, args.preset, False)}
     out = args.out or ROOT / "benchmarks" / "results" / f"first-answer-{args.model}-{args.preset}.json"
@@ -97,12 +113,16 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for mode in ("with_cache", "without_cache"):
         for suite, data in results[mode].items():
+            if suite == "store":
+                continue
             seen = data["seen_before"] or {}
             print(f"| {suite} | {'on' if mode == 'with_cache' else 'off'} | {data['first_on_db']['median_s']} "
                   f"(n={data['first_on_db']['n']}) | {seen.get('median_s', '-')} | {seen.get('p90_s', '-')} "
                   f"| {data['answered']}/{len(data['questions'])} |")
     for suite, data in results["with_cache"].items():
-        print(f"{suite}, cache on, median parts (s): {data['median_parts_s']}")
+        if suite != "store":
+            print(f"{suite}, cache on, median parts (s): {data['median_parts_s']}")
+    print(f"imports (s): {results['import_s']}; cache kept: {results['with_cache']['store']}")
     print(f"\nwrote {out}")
     return 0
 

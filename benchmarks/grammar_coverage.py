@@ -8,7 +8,10 @@ could never write, so this is the grammar's recall on correct SQL; the reasons
 are listed for the refused ones (first 40). The other direction: each gold query
 with its first column name misspelled (``name`` -> ``name_x``, a name the
 database lacks) must be refused. Also reported: the size of each
-database's grammar and the time to build it.
+database's grammar and the time to build it. With ``--runs``, the failed queries of
+those eval runs are sorted by the name the database refused: a real table or column
+of the schema used in the wrong place (which a lexical grammar cannot prevent), a
+name the schema lacks, or another error.
 
     .venv/bin/python benchmarks/grammar_coverage.py   # -> benchmarks/results/grammar-coverage.json
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from sqlglot import exp
 from slimsql.backends.llama_cpp import LlamaCppBackend
 from slimsql.db.sqlite import SQLiteDatabase
 from slimsql.eval.datasets import load_spider
+from slimsql.eval.report import load_run
 from slimsql.infer import grammar
 
 SPIDER = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spider"
@@ -46,10 +52,27 @@ def misspelled(sql: str, names: set[str]) -> str | None:
     return None
 
 
+def failures(run: Path, names: dict[str, set[str]]) -> dict[str, int]:
+    """The run's failed queries by the kind of name the database refused."""
+    counts = {"real name, wrong place": 0, "name the schema lacks": 0, "other error": 0}
+    for record in load_run(run)[1]:
+        if not record.scored or not record.exec_error:
+            continue
+        refused = re.search(r"no such (?:column|table): (\S+)", record.exec_error)
+        if refused is None:
+            counts["other error"] += 1
+        elif refused.group(1).split(".")[-1].lower() in names[record.db_id]:
+            counts["real name, wrong place"] += 1
+        else:
+            counts["name the schema lacks"] += 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SPIDER)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="whose tokenizer cuts the text")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="eval run folders whose failures to sort")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     backend = LlamaCppBackend(args.model, n_threads=1)
@@ -88,8 +111,9 @@ def main() -> None:
         "grammar_chars": {"median": statistics.median(map(len, grammars.values())),
                           "max": max(map(len, grammars.values()))},
         "build_ms": {"median": round(1000 * statistics.median(build_s), 2), "max": round(1000 * max(build_s), 2)},
+        "run_failures": {str(run): failures(run, names) for run in args.runs},
         "refused": refused[:40],
-        "command": "python benchmarks/grammar_coverage.py",
+        "command": "python " + " ".join(sys.argv),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
