@@ -433,3 +433,14 @@ def test_json_output_is_byte_capped(demo_db):
     assert out.returncode == 0 and time.monotonic() - start < 30
     data = json.loads(out.stdout)
     assert data["truncated"] and data["truncated_by"] == "bytes" and len(data["rows"]) < 5
+
+
+def test_a_worker_that_died_while_idle_is_restarted_for_the_next_query(demo_db):
+    db = SQLiteDatabase(demo_db)
+    assert db.execute("SELECT count(*) FROM products").rows == [(46,)]
+    proc = db._worker._proc
+    proc.kill()  # e.g. the thread that started it ended (PDEATHSIG), or it crashed between queries
+    proc.wait()
+    assert db.execute("SELECT count(*) FROM products").rows == [(46,)]  # not a "worker died" error
+    assert db._worker._proc is not proc
+    db.close()

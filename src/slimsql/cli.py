@@ -100,7 +100,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.warm:
         loading = display.ModelLoading()
-        conn = _connection(args, Settings(style=args.style, max_rows=args.max_rows, timeout=args.timeout), loading)
+        settings = Settings(style=args.style, samples=args.samples, max_rows=args.max_rows, timeout=args.timeout)
+        conn = _connection(args, settings, loading)
         try:
             conn.backend
         finally:
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--model", help="with --warm: the model to warm for")
     schema.add_argument("--backend", default=DEFAULT_BACKEND)
     schema.add_argument("--style", choices=sorted(STYLES), default=DEFAULT_STYLE, help="with --warm: prompt style")
+    schema.add_argument("--samples", type=int, default=3, help="with --warm: example values per text column")
     schema.add_argument("--threads", type=positive_int, default=None)
     schema.set_defaults(func=cmd_schema, max_rows=100)
 

@@ -128,6 +128,8 @@ class Worker:
     def request(self, message: tuple, seconds: float) -> tuple:
         """Send ``message``; the reply, or Deadline / WorkerDied (the child is then gone)."""
         with self.lock:
+            if self._proc is not None and self._proc.poll() is not None:
+                self.stop()  # it died while idle (a crash, or the thread that started it ended): start anew
             if self._proc is None:
                 self.start()
             else:

@@ -111,7 +111,6 @@ READ_PRAGMAS = frozenset({
     "table_info", "table_xinfo", "table_list", "foreign_key_list", "index_list", "index_info", "index_xinfo",
     "collation_list", "function_list", "module_list", "pragma_list",
 })
-MAX_VALUE_BYTES = SQLITE_LIMITS["LENGTH"]
 #: Introspection: time for the catalog (all tables' columns and keys), and per table for samples.
 CATALOG_SECONDS, SAMPLE_SECONDS = 10.0, 2.0
 
