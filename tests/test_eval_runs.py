@@ -330,3 +330,15 @@ def test_records_are_typed_and_read_older_and_newer_lines(tmp_path):
     assert Record.from_dict(second.to_dict()) == second
     unscored = second.unscored()
     assert unscored.raw == "SELECT 1" and unscored.extra == {"reward": 0.5} and not unscored.ex and unscored.em is None
+
+
+def test_zero_timings_are_kept_and_older_configs_resume(tmp_path):
+    from slimsql.eval.store import RunFolder
+
+    line = Record(id="1", gen_s=0.0, road_s=0.0, score_s=0.0).to_dict()
+    assert line["gen_s"] == line["road_s"] == line["score_s"] == 0.0
+    folder = RunFolder(tmp_path / "run")
+    folder.start({"dataset": "spider", "limit": 10})  # written before db_ids existed
+    folder.start({"dataset": "spider", "limit": 10, "db_ids": None})  # resumes
+    with pytest.raises(InputError):
+        folder.start({"dataset": "spider", "limit": 10, "db_ids": ["zoo"]})

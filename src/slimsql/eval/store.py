@@ -91,7 +91,7 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         for name in _OMIT_UNSET:
-            if data[name] in (None, [], False):
+            if data[name] is None or data[name] is False or data[name] == []:  # 0.0 is a value
                 del data[name]
         data.update(self.extra)
         return data
@@ -136,6 +136,8 @@ class RunFolder:
         wanted = asdict(config) if is_dataclass(config) else dict(config)
         if self.config_path.exists():
             saved = json.loads(self.config_path.read_text())
+            # a field added later, unset now, is absent from folders written before it
+            wanted = {k: v for k, v in wanted.items() if not (v is None and k not in saved)}
             if saved != wanted:
                 differs = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
                 detail = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in differs[:4])
