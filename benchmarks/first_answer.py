@@ -1,8 +1,8 @@
 """The first answer of a new process: ``slimsql ask`` wall time, first ever on a database vs seen before.
 
 Every question is its own ``slimsql ask --json`` process, as a command-line user runs
-it: 5 demo questions on the demo database and 20 Spider dev questions (5 each from
-4 seeded databases, the same sample as benchmarks/latency.py). Measured twice on a
+it: the 12 demo-database questions and the 20 Spider dev questions (5 each from 4
+seeded databases) of benchmarks/latency.py. Measured twice on a
 fresh, private prefix cache: with the cache (the first process on each database
 evaluates and saves the schema prompt, later ones load it) and without it
 (``SLIMSQL_PREFIX_CACHE=0``: every process evaluates the whole prompt). Besides the
@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from latency import ROOT, spider_sample, summarize
+from latency import DEMO_EXTRA, ROOT, spider_sample, summarize
 
 from slimsql.demo import DEMO_QUESTIONS, build_demo
 
@@ -98,7 +98,7 @@ def main() -> int:
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     demo = build_demo(Path(tmp.name) / "shop.sqlite")
-    suites = {"demo": [(demo, q) for q in DEMO_QUESTIONS]}
+    suites = {"demo": [(demo, q) for q in DEMO_QUESTIONS + DEMO_EXTRA]}
     if spider := spider_sample(args.spider_dbs, args.per_db, args.seed):
         suites["spider-dev-sample"] = spider
     results = {"benchmark": "slimsql first answer (a new process per question)",

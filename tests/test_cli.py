@@ -121,8 +121,9 @@ def test_ask_json_has_everything_scripts_need(demo_db, scripted, capsys):
     assert cli.main(["ask", "--db", str(demo_db), "--json", "How many orders were cancelled?"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["rows"] == [["cancelled", 254]] and data["columns"] == ["status", "n"]
-    assert {"sql", "truncated", "timings", "model", "fixes", "raw", "tokens"} <= set(data)
+    assert {"sql", "truncated", "timings", "model", "fixes", "raw", "tokens", "process"} <= set(data)
     assert data["fixes"] == ["fence", "semicolon"]
+    assert data["process"] == {"model_load": None}  # the scripted model loads nothing
 
 
 def test_ask_sql_only(demo_db, scripted, capsys):

@@ -27,7 +27,14 @@ def test_chat_template_comes_from_the_model(llama):
     prompt = llama._format(messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]).prompt
     # Qwen2.5's own ChatML template, as stored in the GGUF metadata.
     assert prompt == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
-    assert "{%" in llama.llm.metadata["tokenizer.chat_template"]
+    assert "{%" in llama.metadata["tokenizer.chat_template"]
+
+
+def test_model_tokens_round_trip_and_load_is_timed(llama):
+    tokens = llama.model.tokenize(b"SELECT count(*) FROM orders", add_bos=False, special=False)
+    assert llama.model.detokenize(tokens).decode() == "SELECT count(*) FROM orders"
+    assert llama.count_tokens("SELECT count(*) FROM orders") == len(tokens)
+    assert 0 < llama.load_seconds < 120
 
 
 def test_answers_demo_questions(llama, demo_db):

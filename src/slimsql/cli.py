@@ -66,7 +66,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
             print_error(err)
             continue
         if args.json:
-            display.print_json(answer.to_dict())
+            data = answer.to_dict()
+            load = getattr(conn.backend, "load_seconds", None)  # this process's model load, once
+            data["process"] = {"model_load": round(load, 4) if load is not None else None}
+            display.print_json(data)
         elif args.sql_only:
             print(answer.sql)
         else:

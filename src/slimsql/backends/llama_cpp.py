@@ -54,7 +54,8 @@ class LlamaCppBackend:
         resolved = models.resolve(model, progress)
         try:
             import llama_cpp
-            from llama_cpp import Llama, _internals
+            from llama_cpp import _internals
+            from llama_cpp._logger import set_verbose
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError:
             raise ModelError("llama-cpp-python is not installed; install it with: pip install 'slimsql[llama]'") from None
@@ -67,21 +68,25 @@ class LlamaCppBackend:
         start = time.perf_counter()
         threads = n_threads or os.cpu_count() or 1
         try:
-            # Llama loads the weights, the tokenizer and the metadata; its own context is
-            # kept tiny (its logits buffer is n_batch x vocabulary) since decoding uses ours.
-            self.llm = Llama(model_path=str(resolved.path), n_ctx=64, n_batch=8, n_threads=threads, verbose=False)
+            # The model alone (weights, tokenizer, metadata), not llama-cpp-python's Llama:
+            # that wrapper builds a second context and compiles the chat template again,
+            # about 0.15 s of every process start, and decoding uses only our context.
+            set_verbose(False)  # llama.cpp's log lines below errors are dropped
+            llama_cpp.llama_backend_init()
+            self.model = _internals.LlamaModel(path_model=str(resolved.path),
+                                               params=llama_cpp.llama_model_default_params(), verbose=False)
             params = llama_cpp.llama_context_default_params()
             params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
             params.n_threads = params.n_threads_batch = threads
             params.n_seq_max, params.kv_unified = max_sequences, True
-            self._ctx = _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
+            self._ctx = _internals.LlamaContext(model=self.model, params=params, verbose=False)
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
         self.n_ctx, self.n_batch, self.max_sequences = n_ctx, n_batch, max_sequences
         self._batch = _internals.LlamaBatch(n_tokens=max(n_batch, max_sequences), embd=0,
                                             n_seq_max=max_sequences, verbose=False)
-        self._vocab = self.llm._model.vocab
-        self._n_vocab = self.llm.n_vocab()
+        self._vocab = self.model.vocab
+        self._n_vocab = self.model.n_vocab()
         self._cached: list[int] = []  # the tokens held by sequence 0 of the KV cache
         self._candidates = None  # the whole vocabulary's logits, for a grammar's masked draw
         if prefix_cache is None:  # on unless switched off for the whole environment
@@ -91,11 +96,12 @@ class LlamaCppBackend:
         self._remembered: set[int] = set()  # prefixes (messages) this process already made ready
         self.last_prefill: dict = {}  # the last prompt: tokens reused, evaluated, whether from the store
         self.load_seconds = time.perf_counter() - start
-        template = self.llm.metadata.get("tokenizer.chat_template")
+        self.metadata = self.model.metadata()
+        template = self.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelError(f"{resolved.path.name} carries no chat template; use an instruct/chat model")
-        eos, bos = self.llm.token_eos(), self.llm.token_bos()
-        text = self.llm._model.token_get_text  # the same lookup Llama uses for its own formatter
+        eos, bos = self.model.token_eos(), self.model.token_bos()
+        text = self.model.token_get_text  # the same lookup Llama uses for its own formatter
         self._format = Jinja2ChatFormatter(template=template, eos_token=text(eos) if eos != -1 else "",
                                            bos_token=text(bos) if bos != -1 else "", stop_token_ids=[eos])
 
@@ -103,10 +109,10 @@ class LlamaCppBackend:
 
     def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
         prompt = self._format(messages=list(messages)).prompt
-        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        return self.model.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]:
         tokens = self.prompt_tokens(messages)
@@ -170,11 +176,11 @@ class LlamaCppBackend:
         llama.cpp's own grammar sampler judges it token by token (what decoding would allow)."""
         sampler = self._grammar(grammar)
         try:
-            for token in self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False):
+            for token in self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False):
                 if not self._allowed(sampler, token):
                     return False
                 self._lib.llama_sampler_accept(sampler, token)
-            return self._allowed(sampler, self.llm.token_eos())
+            return self._allowed(sampler, self.model.token_eos())
         finally:
             self._lib.llama_sampler_free(sampler)
 
@@ -325,6 +331,6 @@ class LlamaCppBackend:
             for seq in range(1, count):
                 self._lib.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
         seconds = (time.perf_counter() - start) / count
-        return [Candidate(text=self.llm.detokenize(t).decode("utf-8", errors="replace"), prompt_tokens=len(tokens),
+        return [Candidate(text=self.model.detokenize(t).decode("utf-8", errors="replace"), prompt_tokens=len(tokens),
                           completion_tokens=len(t), seconds=seconds, logprob=round(lp, 4), truncated=c)
                 for t, lp, c in zip(texts, logprobs, cut)]
