@@ -7,7 +7,8 @@ fresh, private prefix cache: with the cache (the first process on each database
 evaluates and saves the schema prompt, later ones load it) and without it
 (``SLIMSQL_PREFIX_CACHE=0``: every process evaluates the whole prompt). Besides the
 wall time, each process's own timings split the road (prefix, generation,
-execution); the rest of the wall time is process start (imports, model load). Also
+execution); the rest of the wall time is process start (imports, model load, opening
+the database, exit), of which the process reports its model load. Also
 recorded: the time a new process takes to import slimsql's CLI and llama-cpp-python,
 and the entries and bytes the cache kept.
 
@@ -40,9 +41,10 @@ def ask(db: Path, question: str, model: str, preset: str, env: dict) -> dict:
     wall = time.perf_counter() - start
     row = {"db": db.stem, "question": question, "wall_s": round(wall, 3), "exit": out.returncode}
     try:
-        timings = json.loads(out.stdout)["timings"]
-        row["timings"] = timings
-        row["start_s"] = round(wall - timings["total"], 3)  # imports, model load, opening the database
+        data = json.loads(out.stdout)
+        timings = row["timings"] = data["timings"]
+        row["start_s"] = round(wall - timings["total"], 3)  # imports, model load, opening the database, exit
+        row["model_load_s"] = data["process"]["model_load"]
     except (ValueError, KeyError):
         row["error"] = (out.stderr.strip().splitlines() or [""])[-1][:200]
     return row
@@ -80,7 +82,9 @@ def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cach
                  for k in ("prefix", "generation", "execution")}
         report[suite] = {"all": summarize([r["wall_s"] for r in rows]), "first_on_db": summarize(first),
                          "seen_before": summarize(later) if later else None,
-                         "median_parts_s": {"process_start": round(statistics.median(starts), 3), **parts}
+                         "median_parts_s": {"process_start": round(statistics.median(starts), 3),
+                                            "of_which_model_load": round(statistics.median(
+                                                r["model_load_s"] for r in rows if "start_s" in r), 3), **parts}
                          if starts else None,
                          "answered": sum(r["exit"] == 0 for r in rows), "questions": rows}
     report["store"] = prefix_cache.summary(Path(folder))  # entries and bytes the cache kept

@@ -23,6 +23,7 @@ from .demo import DEMO_QUESTIONS, build_demo
 from .db.limits import MAX_ROWS, check_timeout
 from .errors import InputError, SlimsqlError
 from .infer import Settings
+from .infer.settings import DEFAULT_SAMPLES
 from .prompts import DEFAULT_STYLE, STYLES
 from .schema import render_compact, render_create
 
@@ -228,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--model", help="with --warm: the model to warm for")
     schema.add_argument("--backend", default=DEFAULT_BACKEND)
     schema.add_argument("--style", choices=sorted(STYLES), default=DEFAULT_STYLE, help="with --warm: prompt style")
-    schema.add_argument("--samples", type=int, default=3, help="with --warm: example values per text column")
+    schema.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                        help=f"with --warm: example values per text column (default {DEFAULT_SAMPLES}, as ask)")
     schema.add_argument("--threads", type=positive_int, default=None)
     schema.set_defaults(func=cmd_schema, max_rows=100)
 

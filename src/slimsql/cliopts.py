@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .infer import DEFAULT_PRESET, PRESETS, Settings, resolve
-from .infer.settings import STRATEGIES
+from .infer.settings import DEFAULT_SAMPLES, STRATEGIES
 from .prompts import DEFAULT_STYLE, STYLES
 
 
@@ -44,7 +44,8 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grammar", action=argparse.BooleanOptionalAction, default=None,
                    help="constrain decoding so that only the schema's table and column names can be written "
                         "(llama-cpp backend)")
-    p.add_argument("--samples", type=int, default=3, help="example values per text column in the prompt")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"example values per text column in the prompt (default {DEFAULT_SAMPLES})")
 
 
 def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:

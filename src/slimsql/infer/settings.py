@@ -16,6 +16,8 @@ from ..errors import InputError
 from ..prompts import DEFAULT_STYLE, get_style
 
 STRATEGIES = ("first", "vote")
+#: Example values per text column in the schema prompt (``--samples``).
+DEFAULT_SAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Settings:
     """
 
     style: str = DEFAULT_STYLE
-    samples: int = 3  # example values per text column in the schema
+    samples: int = DEFAULT_SAMPLES  # example values per text column in the schema
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     max_rows: int = 1000
     timeout: float = 10.0
