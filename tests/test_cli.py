@@ -200,3 +200,13 @@ def test_first_use_assembles_then_loads_without_overlapping_displays(demo_db, tm
     assert cli.main(["ask", "--db", str(demo_db), "--sql-only", "How many products?"]) == 0
     assert capsys.readouterr().out.strip() == "SELECT count(*) FROM products"
     assert models.cache_path(spec).read_bytes() == blob
+
+
+def test_cli_import_leaves_heavy_modules_for_later():
+    # A new `slimsql ask` process pays for every import; these load only on the paths that use them.
+    heavy = ["llama_cpp", "numpy", "torch", "transformers", "jinja2", "rich.progress", "rich.syntax",
+             "slimsql.infer.grammar", "slimsql.infer.linking", "slimsql.eval.runner"]
+    out = subprocess.run([sys.executable, "-c", "import sys, slimsql.cli; "
+                          f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

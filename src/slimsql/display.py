@@ -11,8 +11,6 @@ import re
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -73,6 +71,8 @@ def print_json(data: Any) -> None:
 
 
 def show_sql(sql: str) -> None:
+    from rich.syntax import Syntax  # with pygments, 30 ms of a process start that --json does not need
+
     out.print(Syntax(visible(sql), "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
 
 
@@ -104,11 +104,13 @@ class ModelProgress:
 
     def __init__(self, label: str = "Preparing model") -> None:
         self.label = label
-        self._progress: Progress | None = None
+        self._progress = None  # a rich Progress, made (and imported) only when a file is prepared
         self._task = None
 
     def __call__(self, done: int, total: int) -> None:
         if self._progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
             self._progress = Progress(TextColumn(self.label), BarColumn(), DownloadColumn(),
                                       TimeRemainingColumn(), console=err, transient=True)
             self._progress.start()

@@ -24,7 +24,7 @@ from ..errors import InputError, NoSQLError, QueryError, QueryTimeout, SlimsqlEr
 from ..prompts import get_style
 from ..schema import Schema
 from ..sql import ExtractionStats, extract
-from . import choose, grammar, linking, repair
+from . import choose, repair  # linking and grammar load only when a setting asks (process start)
 from .settings import Settings
 from .trace import Trace, Trial
 
@@ -124,6 +124,10 @@ def _estimate_tokens(text: str) -> int:
 def link(db: Database, backend: Backend, schema: Schema, question: str, settings: Settings,
          trace: Trace) -> tuple[Schema, str]:
     """The schema to show and the linked values, per the settings (recorded in ``trace``)."""
+    if not (settings.values or settings.prune_tokens):
+        return schema, ""
+    from . import linking
+
     matches = []
     if settings.values:
         matches = linking.ValueIndex.for_database(db).match(question)
@@ -229,6 +233,8 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
         lap("prefix")
     config = settings.generation
     if settings.grammar:  # only the names of the schema shown can be written
+        from . import grammar
+
         config = replace(config, grammar=grammar.build(shown))
     trials = to_trials(backend.generate(messages, config), schema.dialect, stats=stats)
     lap("generation")
@@ -242,6 +248,8 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
         winner = _merge(backend, messages, settings, config, trace, runner, schema, stats, lap) or winner
     failed = next((t for t in trials if t.sql is not None), None)
     if settings.grammar and shown is not schema:  # a repair hint may name any table of the database
+        from . import grammar
+
         config = replace(config, grammar=grammar.build(schema))
     while winner is None and trace.rounds < settings.repair_rounds and failed is not None:
         trace.rounds += 1
