@@ -16,8 +16,10 @@ from ..errors import InputError
 from ..prompts import DEFAULT_STYLE, get_style
 
 STRATEGIES = ("first", "vote")
-#: Example values per text column in the schema prompt (``--samples``).
-DEFAULT_SAMPLES = 3
+#: Example values per text column in the schema prompt (``--samples``). One, not three: the
+#: values are half of a prompt's tokens, and on 281 paired Spider dev questions one value
+#: scored +0.4 EX points (95% CI -3.6 to +3.9) with 28% fewer prompt tokens (README, Speed).
+DEFAULT_SAMPLES = 1
 
 
 @dataclass(frozen=True)
