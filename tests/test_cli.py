@@ -210,3 +210,17 @@ def test_cli_import_leaves_heavy_modules_for_later():
                           f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_quick_exit_writes_all_output(demo_db):
+    # the command ends with os._exit: a long answer must still arrive whole
+    out = run("sql", "--db", str(demo_db), "--json", "--max-rows", "1000", "SELECT * FROM order_items")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["rows"]) == 1000
+
+
+def test_quick_exit_into_a_closed_pipe_is_quiet(demo_db):
+    command = f"{sys.executable} -m slimsql.cli sql --db {demo_db} 'SELECT * FROM order_items' | head -1"
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert out.stdout.count("\n") == 1
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr

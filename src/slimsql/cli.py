@@ -281,5 +281,23 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
+def run() -> None:
+    """The ``slimsql`` command: :func:`main`, then a quick exit.
+
+    By the time main returns, everything is written and closed that matters: output
+    is printed (flushed here), prefix-cache files are renamed into place, and the
+    query worker ends when its pipe closes. So the interpreter's teardown (freeing
+    the model, collecting every module: about 0.25 s of a short ``slimsql ask``) is
+    skipped.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, OSError):  # the reader went away (``| head``): nothing left to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
