@@ -33,8 +33,11 @@ from latency import DEMO_EXTRA, ROOT, spider_sample, summarize
 from slimsql.demo import DEMO_QUESTIONS, build_demo
 
 
-def ask(db: Path, question: str, model: str, preset: str, env: dict) -> dict:
-    command = [str(Path(sys.executable).parent / "slimsql"), "ask", "--db", str(db), "--json", "--model", model,
+DEFAULT_COMMAND = str(Path(sys.executable).parent / "slimsql")
+
+
+def ask(db: Path, question: str, model: str, preset: str, env: dict, slimsql: str) -> dict:
+    command = [slimsql, "ask", "--db", str(db), "--json", "--model", model,
                "--preset", preset, question]
     start = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -44,7 +47,7 @@ def ask(db: Path, question: str, model: str, preset: str, env: dict) -> dict:
         data = json.loads(out.stdout)
         timings = row["timings"] = data["timings"]
         row["start_s"] = round(wall - timings["total"], 3)  # imports, model load, opening the database, exit
-        row["model_load_s"] = data["process"]["model_load"]
+        row["model_load_s"] = data.get("process", {}).get("model_load")  # absent before it was reported
     except (ValueError, KeyError):
         row["error"] = (out.stderr.strip().splitlines() or [""])[-1][:200]
     return row
@@ -60,7 +63,12 @@ def import_seconds(module: str, repeats: int = 3) -> float:
     return round(statistics.median(times), 3)
 
 
-def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cache: bool) -> dict:
+def _median(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
+def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cache: bool, slimsql: str) -> dict:
     from slimsql.backends import prefix_cache
 
     folder = tempfile.mkdtemp(prefix="slimsql-bench-prefix-")
@@ -69,7 +77,7 @@ def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cach
     for suite, questions in suites.items():
         rows, seen = [], set()
         for db, question in questions:
-            row = ask(db, question, model, preset, env)
+            row = ask(db, question, model, preset, env, slimsql)
             row["first_on_db"] = db not in seen
             seen.add(db)
             rows.append(row)
@@ -83,8 +91,8 @@ def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cach
         report[suite] = {"all": summarize([r["wall_s"] for r in rows]), "first_on_db": summarize(first),
                          "seen_before": summarize(later) if later else None,
                          "median_parts_s": {"process_start": round(statistics.median(starts), 3),
-                                            "of_which_model_load": round(statistics.median(
-                                                r["model_load_s"] for r in rows if "start_s" in r), 3), **parts}
+                                            "of_which_model_load": _median(r.get("model_load_s") for r in rows),
+                                            **parts}
                          if starts else None,
                          "answered": sum(r["exit"] == 0 for r in rows), "questions": rows}
     report["store"] = prefix_cache.summary(Path(folder))  # entries and bytes the cache kept
@@ -99,6 +107,8 @@ def main() -> int:
     parser.add_argument("--per-db", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--slimsql", default=DEFAULT_COMMAND,
+                        help="the slimsql command to time (e.g. a script running another checkout)")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     demo = build_demo(Path(tmp.name) / "shop.sqlite")
@@ -108,9 +118,12 @@ def main() -> int:
     results = {"benchmark": "slimsql first answer (a new process per question)",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),
-               "import_s": {m: import_seconds(m) for m in ("slimsql.cli", "llama_cpp")},
-               "with_cache": run(suites, args.model, args.preset, True),
-               "without_cache": run(suites, args.model, args.preset, False)}
+               # this checkout's imports; not measured when timing another command
+               "import_s": {m: import_seconds(m) for m in ("slimsql.cli", "llama_cpp")}
+               if args.slimsql == DEFAULT_COMMAND else None,
+               "slimsql": args.slimsql,
+               "with_cache": run(suites, args.model, args.preset, True, args.slimsql),
+               "without_cache": run(suites, args.model, args.preset, False, args.slimsql)}
     out = args.out or ROOT / "benchmarks" / "results" / f"first-answer-{args.model}-{args.preset}.json"
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print("| suite | prefix cache | first on a database: median s | seen before: median s | p90 s | answered |")

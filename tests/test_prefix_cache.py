@@ -106,7 +106,7 @@ def test_a_new_process_on_a_database_seen_before_evaluates_only_the_question(mod
     fresh = backend(folder)  # as a new process: nothing in memory
     conn = slimsql.connect(demo_db, backend=fresh, preset="fast")
     again = conn.ask("How many orders were cancelled?")
-    assert fresh.last_prefill["reused"] > 1000 and fresh.last_prefill["evaluated"] < 40
+    assert fresh.last_prefill["reused"] > 700 and fresh.last_prefill["evaluated"] < 40  # demo prompt: 753 tokens
     assert again.timings["prefix"] < 1.0
     uncached = slimsql.connect(demo_db, backend=backend(folder, prefix_cache=False), preset="fast")
     assert uncached.ask("How many orders were cancelled?").raw == again.raw  # the same answer, token for token
@@ -129,7 +129,7 @@ def test_a_changed_schema_reuses_only_the_tokens_it_shares(model_path, demo_db, 
     schema_text = conn.schema
     assert "colour" in str([c.name for t in schema_text.tables for c in t.columns])
     # the stored state covers the tokens before the change; everything from it on is evaluated
-    assert fresh.last_prefill["from_store"] and 0 < fresh.last_prefill["reused"] < 1000
+    assert fresh.last_prefill["from_store"] and 0 < fresh.last_prefill["reused"] < 700  # of 753 + the column
     assert fresh.last_prefill["evaluated"] > 100
     assert len(list(folder.rglob("*.state"))) == 2  # the changed schema gets its own entry
 
