@@ -287,8 +287,7 @@ def run() -> None:
     By the time main returns, everything is written and closed that matters: output
     is printed (flushed here), prefix-cache files are renamed into place, and the
     query worker ends when its pipe closes. So the interpreter's teardown (freeing
-    the model, collecting every module: about 0.25 s of a short ``slimsql ask``) is
-    skipped.
+    the model, collecting every module) is skipped.
     """
     code = main()
     for stream in (sys.stdout, sys.stderr):

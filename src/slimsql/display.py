@@ -71,7 +71,7 @@ def print_json(data: Any) -> None:
 
 
 def show_sql(sql: str) -> None:
-    from rich.syntax import Syntax  # with pygments, 30 ms of a process start that --json does not need
+    from rich.syntax import Syntax  # with pygments: imported only when SQL is shown, not for --json
 
     out.print(Syntax(visible(sql), "sql", theme="ansi_dark", word_wrap=True, background_color="default"))
 
