@@ -48,6 +48,23 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
                    help=f"example values per text column in the prompt (default {DEFAULT_SAMPLES})")
 
 
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """Where a server backend (``--backend openai``) finds its server; local backends ignore them."""
+    p.add_argument("--base-url", default=None,
+                   help="with --backend openai: the server's OpenAI-compatible API "
+                        "(default $SLIMSQL_OPENAI_BASE_URL or http://127.0.0.1:8080/v1)")
+    p.add_argument("--api-key", default=None,
+                   help="with --backend openai: the server's API key; it can also come from "
+                        "SLIMSQL_OPENAI_API_KEY (or OPENAI_API_KEY), which keeps it out of the process list")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """The backend constructor's options given on the command line (only those set, so a
+    backend's own defaults and environment variables apply otherwise)."""
+    options = {"base_url": getattr(args, "base_url", None), "api_key": getattr(args, "api_key", None)}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:
     return resolve(args.preset, style=args.style, n=args.candidates, temperature=args.temperature, seed=args.seed,
                    max_tokens=args.max_tokens, strategy=args.strategy, fix=args.fix,

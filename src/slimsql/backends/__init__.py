@@ -74,6 +74,13 @@ class Backend(Protocol):
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]: ...
 
 
+#: A backend class may set ``concurrent = True``: its ``generate`` may then be called from
+#: several threads at once (``slimsql eval --parallel``). Without it, one call at a time.
+def is_concurrent(backend: object) -> bool:
+    """Whether ``backend`` (an object or a class) takes ``generate`` calls from several threads at once."""
+    return getattr(backend, "concurrent", False) is True
+
+
 #: The backends slimsql ships (also registered as entry points, so ``available`` lists them).
 #: Loading one of these skips the scan of every installed package's metadata for entry
 #: points, which every new ``slimsql ask`` process would otherwise pay.
@@ -81,6 +88,7 @@ BUILTIN = {
     "llama-cpp": "slimsql.backends.llama_cpp:LlamaCppBackend",
     "transformers": "slimsql.backends.transformers:TransformersBackend",
     "scripted": "slimsql.backends.scripted:ScriptedBackend",
+    "openai": "slimsql.backends.openai:OpenAIBackend",
 }
 
 
@@ -91,15 +99,19 @@ def available() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group="slimsql.backends")}
 
 
-def load_backend(name: str = DEFAULT_BACKEND, **options) -> Backend:
-    """Construct the backend registered as ``name`` (a built-in one, or a plugin's entry point)."""
+def backend_class(name: str = DEFAULT_BACKEND) -> type:
+    """The class registered as ``name`` (a built-in one, or a plugin's entry point), not yet
+    constructed: what it can do (e.g. ``concurrent``) is known before a model loads."""
     if name in BUILTIN:
         from importlib.metadata import EntryPoint
 
-        cls = EntryPoint(name=name, value=BUILTIN[name], group="slimsql.backends").load()
-    else:
-        found = available()
-        if name not in found:
-            raise InputError(f"unknown backend {name!r}; installed backends: {', '.join(sorted(found))}")
-        cls = found[name].load()
-    return cls(**options)
+        return EntryPoint(name=name, value=BUILTIN[name], group="slimsql.backends").load()
+    found = available()
+    if name not in found:
+        raise InputError(f"unknown backend {name!r}; installed backends: {', '.join(sorted(found))}")
+    return found[name].load()
+
+
+def load_backend(name: str = DEFAULT_BACKEND, **options) -> Backend:
+    """Construct the backend registered as ``name`` (a built-in one, or a plugin's entry point)."""
+    return backend_class(name)(**options)

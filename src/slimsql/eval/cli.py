@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from .. import display, models
-from ..backends import DEFAULT_BACKEND, load_backend
-from ..cliopts import add_answer_options, settings_from_args
+from ..backends import DEFAULT_BACKEND, backend_class, load_backend
+from ..cliopts import add_answer_options, add_backend_options, backend_options, positive_int, settings_from_args
 from ..errors import InputError
 from . import datasets
 from .compare import compare, to_markdown
 from .report import write_report
 from ..infer import DEFAULT_PRESET
-from .runner import RunConfig, rescore, run
+from .runner import RunConfig, check_parallel, rescore, run
 
 DEFAULT_SPIDER = Path("../shared/benchmarks/spider")  # relative to the repository root, as in the README
 
@@ -40,15 +41,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                                     model=args.model or models.DEFAULT_MODEL, backend=args.backend,
                                     semantics=args.semantics, limit=args.limit, seed=args.seed or 0,
                                     preset=args.preset or DEFAULT_PRESET, db_ids=args.db_id)
+    if args.parallel > 1:
+        check_parallel(backend_class(args.backend), args.parallel)  # before a model loads
     loading = display.ModelLoading()
     options = loading.options()
     if args.threads:
         options["n_threads"] = args.threads
+    options.update(backend_options(args))
     try:
         backend = load_backend(args.backend, model=args.model, **options)
     finally:
         loading.done()
-    summary = run(dataset, backend, Path(args.out), config, settings)
+    if args.model is None and args.backend == "openai":  # the model the server said it serves
+        config = replace(config, model=backend.model_name)
+    summary = run(dataset, backend, Path(args.out), config, settings, parallel=args.parallel)
     write_report(args.out)
     missing = summary["dataset"]["missing_dbs"]
     note = f" ({sum(missing.values())} examples without a database: {', '.join(sorted(missing))})" if missing else ""
@@ -117,6 +123,10 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
         add_answer_options(p)  # --seed seeds both the --limit sample and sampling
         p.add_argument("--timeout", type=float, default=30.0, help="per-query time limit (s)")
         p.add_argument("--threads", type=int, default=None)
+        add_backend_options(p)
+        p.add_argument("--parallel", type=positive_int, default=1,
+                       help="examples generated at once (default 1); above 1 needs a backend that takes "
+                            "concurrent calls, such as openai")
     res = kinds.add_parser("rescore", help="execute and score a run's predictions again (after a metric change)")
     res.add_argument("run")
     res.add_argument("--data", help="the benchmark the run used (default for spider: ../shared/benchmarks/spider)")

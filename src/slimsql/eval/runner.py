@@ -6,20 +6,26 @@ execution layer) and scores them, while the model already generates the next
 example. Each scored example is appended to ``predictions.jsonl`` at once, so an
 interrupted run resumes where it stopped. No single example (a crash, a timeout,
 odd bytes in a value) can stop the run.
+
+With ``parallel > 1`` and a backend that takes concurrent calls (a server:
+``--backend openai``), that many examples are generated at once, each in its
+own thread with its own database connections; records are then written in the
+order they finish.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .. import infer
-from ..backends import Backend
+from ..backends import Backend, is_concurrent
 from ..db.sqlite import SQLiteDatabase
 from ..errors import InputError, SlimsqlError
 from ..schema import Schema
@@ -68,29 +74,40 @@ def _question(example: Example) -> str:
 
 
 class Databases:
-    """Read-only connections of the generating thread, one per database file, and their schemas."""
+    """Read-only connections of the generating threads, one per database file and thread, and
+    their schemas. Per thread because a connection serialises its callers: a query waiting for
+    another thread's would lose part of its time limit to the wait."""
 
     def __init__(self, settings: infer.Settings):
         self.settings = settings
-        self._open: dict[Path, SQLiteDatabase] = {}
+        self._local = threading.local()
+        self._every: list[SQLiteDatabase] = []  # of all threads, for close()
+        self._lock = threading.Lock()
 
     def get(self, path: Path) -> SQLiteDatabase:
-        if path not in self._open:
-            self._open[path] = SQLiteDatabase(path, timeout=self.settings.timeout, max_rows=self.settings.max_rows)
-        return self._open[path]
+        mine: dict[Path, SQLiteDatabase] | None = getattr(self._local, "open", None)
+        if mine is None:
+            mine = self._local.open = {}
+        if path not in mine:
+            mine[path] = SQLiteDatabase(path, timeout=self.settings.timeout, max_rows=self.settings.max_rows)
+            with self._lock:
+                self._every.append(mine[path])
+        return mine[path]
 
     def schema(self, path: Path, samples: int | None = None) -> Schema:
         return self.get(path).schema(self.settings.samples if samples is None else samples)
 
     def close(self) -> None:
-        for db in self._open.values():
+        with self._lock:
+            every, self._every = self._every, []
+            self._local = threading.local()
+        for db in every:
             db.close()
-        self._open.clear()
 
 
 def _propose(example: Example, backend: Backend, settings: infer.Settings, dbs: Databases,
              record: Record) -> Schema:
-    """The question's road for one example (main thread): exactly what ``slimsql ask`` runs."""
+    """The question's road for one example (a generating thread): exactly what ``slimsql ask`` runs."""
     path = example.db_paths[0]
     try:
         schema = dbs.schema(path)
@@ -115,8 +132,77 @@ def _propose(example: Example, backend: Backend, settings: infer.Settings, dbs: 
     return schema
 
 
+def _new_record(example: Example) -> Record:
+    record = Record(id=example.id, db_id=example.db_id, question=example.question,
+                    gold_sql=example.gold_sql, executable=example.executable)
+    if not example.executable:
+        record.missing_db = True
+        try:
+            record.hardness = exact.hardness(example.gold_sql)
+        except ValueError:
+            record.hardness = None
+    return record
+
+
+def _generate_parallel(todo: list[Example], parallel: int, propose: Callable[[Example, Record], Schema],
+                       scoring: ThreadPoolExecutor, write: Callable[[Record], None],
+                       score_and_write: Callable[[Example, Schema, Record], None], timing: dict[str, float]) -> None:
+    """Generate ``parallel`` examples at once; each goes to the one scoring thread (``scoring``)
+    as soon as it is done, which writes it. Every record is written by that thread, so the
+    file sees one writer; at most ``parallel`` generated examples wait for scoring at a time."""
+    queued: list[Future] = []  # scoring jobs, oldest first
+    running: set[Future] = set()
+
+    def generate(example: Example, record: Record) -> tuple[Example, Schema, Record]:
+        return example, propose(example, record), record
+
+    def hand_over(future: Future) -> None:
+        example, schema, record = future.result()
+        timing["generation_s"] += record.gen_s or 0.0
+        queued.append(scoring.submit(score_and_write, example, schema, record))
+        while len(queued) > parallel:  # scoring lags behind: wait for it, memory stays bounded
+            queued.pop(0).result()
+
+    def collect(until: int) -> None:
+        while len(running) > until:
+            for future in wait(running, return_when=FIRST_COMPLETED).done:
+                running.discard(future)
+                hand_over(future)
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="slimsql-generate") as pool:
+        try:
+            for example in todo:
+                record = _new_record(example)
+                if not example.executable:
+                    queued.append(scoring.submit(write, record))
+                    continue
+                collect(parallel - 1)  # a free slot: every submitted example starts at once
+                running.add(pool.submit(generate, example, record))
+            collect(0)
+            for future in queued:
+                future.result()
+        finally:  # on Ctrl-C or an error too: the examples being generated are finished, scored and saved
+            wait(running)
+            for future in running:
+                if future.exception() is None:
+                    hand_over(future)
+            for future in queued:
+                if not future.cancelled():
+                    future.exception()  # waits; an error here was raised above already
+
+
+def check_parallel(backend: Backend, parallel: int) -> None:
+    """``parallel > 1`` needs a backend whose ``generate`` may run in several threads at once."""
+    if parallel > 1 and not is_concurrent(backend):
+        raise InputError(f"--parallel {parallel} needs a backend that takes concurrent calls, such as openai; "
+                         f"the {getattr(backend, 'name', type(backend).__name__)} backend generates one "
+                         "example at a time (use --parallel 1)")
+
+
 def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
-        settings: infer.Settings, show_progress: bool = True) -> dict[str, Any]:
+        settings: infer.Settings, show_progress: bool = True, parallel: int = 1) -> dict[str, Any]:
+    """Evaluate ``dataset``; ``parallel`` examples are generated at once (a concurrent backend only)."""
+    check_parallel(backend, parallel)
     folder = RunFolder(out)
     folder.start(config)
     records = folder.records()
@@ -157,15 +243,12 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
 
         pending: Future | None = None
         try:
-            for example in todo:
-                record = Record(id=example.id, db_id=example.db_id, question=example.question,
-                                gold_sql=example.gold_sql, executable=example.executable)
+            if parallel > 1:
+                _generate_parallel(todo, parallel, lambda ex, rec: _propose(ex, backend, settings, dbs, rec),
+                                   pool, write, score_and_write, timing)
+            for example in todo if parallel == 1 else []:  # one at a time, in order
+                record = _new_record(example)
                 if not example.executable:
-                    record.missing_db = True
-                    try:
-                        record.hardness = exact.hardness(example.gold_sql)
-                    except ValueError:
-                        record.hardness = None
                     if pending:
                         pending.result()
                     write(record)
