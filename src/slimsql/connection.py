@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import infer
 from .backends import DEFAULT_BACKEND, Backend, GenerationConfig, load_backend
 from .db import Database, Result, open_database
 from .infer import Answer, Settings, Solution
+from .prompts import Turn
 from .schema import Schema
 from .sql import ExtractionStats
 
@@ -55,13 +56,15 @@ class Connection:
             return self.settings
         return replace(self.settings, generation=replace(self.settings.generation, **generation))
 
-    def ask(self, question: str, **generation: Any) -> Answer:
-        """Answer ``question``; keyword arguments override GenerationConfig fields (n, temperature, seed...)."""
-        return infer.ask(self.db, self.backend, question, self._settings(generation), self.stats)
+    def ask(self, question: str, *, history: Sequence[Turn] = (), **generation: Any) -> Answer:
+        """Answer ``question``; keyword arguments override GenerationConfig fields (n, temperature, seed...).
+        ``history``: earlier (question, sql) turns when ``question`` is a follow-up."""
+        return infer.ask(self.db, self.backend, question, self._settings(generation), self.stats, history=history)
 
-    def solve(self, question: str, **generation: Any) -> Solution:
+    def solve(self, question: str, *, history: Sequence[Turn] = (), **generation: Any) -> Solution:
         """The road's full record for ``question`` (every candidate), without raising for a wrong answer."""
-        return infer.solve(self.db, self.backend, question, self._settings(generation), self.stats)
+        return infer.solve(self.db, self.backend, question, self._settings(generation), self.stats,
+                           history=history)
 
     def warm(self) -> bool:
         """Evaluate this database's prompt prefix now and keep it in the backend's persistent

@@ -7,16 +7,33 @@ messages inference uses.
 
 Every style puts the schema before the question, so prompts for one database
 share a prefix that the backend can cache.
+
+A follow-up question ("and only in 2024?") is rendered as a conversation: the
+first earlier question in the style's own turn (after the schema), each earlier
+answer's SQL as the model's turn, and every later question in the style's
+``followup`` turn. The schema stays first, so follow-ups reuse the cached prefix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 from .backends import Message
 from .errors import InputError
 from .schema import Schema, render_compact, render_create
+
+#: Earlier turns a follow-up question sees (the most recent ones): enough for "and only in
+#: 2024?" chains, few enough that a long session does not crowd the schema out of the context.
+MAX_HISTORY = 3
+
+
+class Turn(NamedTuple):
+    """An earlier question of the same conversation and the SQL that answered it."""
+
+    question: str
+    sql: str
+
 
 _DIALECT_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL", "duckdb": "DuckDB", "mysql": "MySQL"}
 
@@ -29,22 +46,32 @@ class PromptStyle:
     system: str | None = None  # same fields
     schema_format: Callable[[Schema], str] = render_create
     comment: str = ""  # prefix of the lines of the values block ("-- " where the prompt reads as SQL)
+    #: the user turn of a follow-up question (same fields; the schema is already in the conversation)
+    followup: str = "{values}Follow-up question (it builds on the previous question and query): {question}"
 
     def messages(self, schema: Schema | str, question: str, dialect: str = "sqlite",
-                 values: str = "") -> list[Message]:
+                 values: str = "", history: Sequence[Turn] = ()) -> list[Message]:
         """Render the style. ``schema`` may be a Schema or already-rendered text; ``values``
         are lines naming database values that match the question (value linking), shown
-        after the schema so prompts for one database keep sharing the schema prefix."""
+        after the schema so prompts for one database keep sharing the schema prefix.
+        ``history``: earlier turns of the conversation, oldest first (the last
+        :data:`MAX_HISTORY` are shown)."""
         fields = {
             "schema": schema if isinstance(schema, str) else self.schema_format(schema),
-            "question": question.strip(),
             "dialect": _DIALECT_NAMES.get(dialect, dialect),
-            "values": self._values(values),
         }
+        history = list(history)[-MAX_HISTORY:]
+        asked = [(turn.question, "") for turn in history] + [(question, values)]
         out: list[Message] = []
         if self.system:
-            out.append({"role": "system", "content": self.system.format(**fields)})
-        out.append({"role": "user", "content": self.user.format(**fields)})
+            out.append({"role": "system", "content": self.system.format(question=asked[0][0].strip(),
+                                                                        values="", **fields)})
+        for i, (text, linked) in enumerate(asked):
+            template = self.user if i == 0 else self.followup
+            out.append({"role": "user", "content": template.format(question=text.strip(),
+                                                                   values=self._values(linked), **fields)})
+            if i < len(history):
+                out.append({"role": "assistant", "content": history[i].sql.strip()})
         return out
 
     def _values(self, values: str) -> str:
@@ -78,6 +105,7 @@ STYLES: dict[str, PromptStyle] = {
             user="{schema}\n\n{values}-- Using valid {dialect}, answer the following question for the tables "
                  "provided above.\n-- Question: {question}",
             comment="-- ",
+            followup="{values}-- Follow-up question (it builds on the previous question and query): {question}",
         ),
         PromptStyle(
             name="compact",

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 from ..backends import Backend, Candidate, GenerationConfig, Message
 from ..db import Database, Result
 from ..errors import InputError, NoSQLError, QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
-from ..prompts import get_style
+from ..prompts import Turn, get_style
 from ..schema import Schema
 from ..sql import ExtractionStats, extract
 from . import choose, repair  # linking and grammar load only when a setting asks (process start)
@@ -98,8 +98,9 @@ def check_question(question: str) -> str:
     return question.strip()
 
 
-def render(schema: Schema, question: str, settings: Settings, values: str = "") -> list[Message]:
-    return get_style(settings.style).messages(schema, question, schema.dialect, values)
+def render(schema: Schema, question: str, settings: Settings, values: str = "",
+           history: Sequence[Turn] = ()) -> list[Message]:
+    return get_style(settings.style).messages(schema, question, schema.dialect, values, history)
 
 
 def prefix(schema: Schema, settings: Settings) -> list[Message]:
@@ -211,8 +212,10 @@ class _Runner:
 
 
 def solve(db: Database, backend: Backend, question: str, settings: Settings,
-          stats: ExtractionStats | None = None, schema: Schema | None = None) -> Solution:
-    """The whole road for one question; never raises for a wrong model answer."""
+          stats: ExtractionStats | None = None, schema: Schema | None = None,
+          history: Sequence[Turn] = ()) -> Solution:
+    """The whole road for one question; never raises for a wrong model answer.
+    ``history``: earlier questions of a conversation and their SQL, for a follow-up question."""
     question = check_question(question)
     clock = time.perf_counter()
     timings: dict[str, float] = {}
@@ -228,7 +231,7 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     trace = Trace(strategy=settings.strategy)
     shown, values = link(db, backend, schema, question, settings, trace)
     lap("linking")
-    messages = render(shown, question, settings, values)
+    messages = render(shown, question, settings, values, history)
     if warm(backend, shown, settings):  # the schema's evaluated state: loaded from, or saved to, the prefix cache
         lap("prefix")
     config = settings.generation
@@ -296,9 +299,9 @@ def _merge(backend: Backend, messages: list[Message], settings: Settings, propos
 
 
 def ask(db: Database, backend: Backend, question: str, settings: Settings,
-        stats: ExtractionStats | None = None) -> Answer:
+        stats: ExtractionStats | None = None, history: Sequence[Turn] = ()) -> Answer:
     """Answer one question, or raise the error of its first candidate (with ``.trace`` attached)."""
-    solution = solve(db, backend, question, settings, stats)
+    solution = solve(db, backend, question, settings, stats, history=history)
     if solution.result is None:
         error = solution.error
         error.trace = solution.trace
