@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DB     ?= shop.sqlite
 
-.PHONY: demo setup setup-transformers test bench clean
+.PHONY: demo setup setup-transformers setup-browser serve test bench clean
 
 demo: setup $(DB)                       ## set up, build the demo DB, answer the demo questions
 	$(BIN)/slimsql models --prepare qwen2.5-coder-0.5b
@@ -23,6 +23,12 @@ $(VENV)/.slimsql-setup: pyproject.toml scripts/install-llama.sh
 setup-transformers: setup               ## the transformers backend (CPU torch)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[transformers]"
+
+setup-browser:                          ## Debian's chromium for the page's browser tests (root, apt-get)
+	scripts/install-browser.sh
+
+serve: setup $(DB)                      ## the API and the web page on the demo database: http://127.0.0.1:8000
+	$(BIN)/slimsql serve --db $(DB)
 
 $(DB): | setup
 	$(BIN)/slimsql demo --out $(DB)

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from . import __version__, display, models
 from .backends import DEFAULT_BACKEND
-from .cliopts import add_answer_options, positive_int, settings_from_args
+from .cliopts import add_answer_options, add_backend_options, backend_options, positive_int, settings_from_args
 from .connection import Connection
 from .demo import DEMO_QUESTIONS, build_demo
 from .db.limits import MAX_ROWS, check_timeout
@@ -37,6 +37,7 @@ def _connection(args: argparse.Namespace, settings: Settings | None = None,
     options = loading.options() if loading else {}
     if getattr(args, "threads", None):
         options["n_threads"] = args.threads
+    options.update(backend_options(args))
     return Connection(args.db, model=getattr(args, "model", None), backend=getattr(args, "backend", DEFAULT_BACKEND),
                       settings=settings or Settings(max_rows=args.max_rows, timeout=args.timeout),
                       backend_options=options)
@@ -86,6 +87,55 @@ def cmd_ask(args: argparse.Namespace) -> int:
         display.err.print(f"{len(questions) - len(failures)} of {len(questions)} demo questions answered", markup=False)
         return 0
     return failures[0].exit_code
+
+
+CHAT_HELP = "Ask a question; the next one may build on it (\"and only in 2024?\"). /new starts over, /quit ends."
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Questions from the terminal (or a pipe), one per line; each answered one's question and SQL
+    go into the prompt of the next (:class:`slimsql.prompts.Turn`), until ``/new``."""
+    from .prompts import Turn
+
+    loading = display.ModelLoading()
+    conn = _connection(args, _settings(args), loading)
+    try:
+        conn.backend
+    finally:
+        loading.done()
+    interactive = sys.stdin.isatty()
+    if interactive:
+        display.err.print(CHAT_HELP, markup=False)
+    history: list[Turn] = []
+    while True:
+        try:
+            line = input("? " if interactive else "")
+        except EOFError:
+            return 0
+        question = line.strip()
+        if not question:
+            continue
+        if question in ("/quit", "/exit"):
+            return 0
+        if question == "/new":
+            history.clear()
+            display.err.print("new conversation", markup=False)
+            continue
+        if not interactive and not args.json:
+            display.out.print(Text(f"\n{question}", style="bold"))
+        try:
+            answer = conn.ask(question, history=history)
+        except SlimsqlError as err:
+            print_error(err)  # the conversation goes on; the failed turn is not part of it
+            continue
+        follow_up = history[-1].question if history else None
+        history.append(Turn(answer.question, answer.sql))
+        if args.json:
+            display.print_json({**answer.to_dict(), "follow_up_of": follow_up})
+        else:
+            display.show_sql(answer.sql)
+            display.show_rows(answer.columns, answer.rows, answer.truncated,
+                              f"{answer.model}  {display.timings_line(answer.timings)}")
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -197,23 +247,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"slimsql {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def db_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", required=True, help="SQLite database file (opened read-only)")
+    def limit_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-rows", type=_row_cap, default=100, help="row cap (default 100)")
         p.add_argument("--timeout", type=_seconds, default=10.0, help="query time limit in seconds (default 10)")
+
+    def db_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", required=True, help="SQLite database file (opened read-only)")
+        limit_options(p)
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     ask = sub.add_parser("ask", help="answer a question with SQL and its result")
     ask.add_argument("question", nargs="*", help="the question (several are answered in turn)")
     db_options(ask)
     ask.add_argument("--model", help=f"registry name, .gguf path or hub repo id (default {models.DEFAULT_MODEL})")
-    ask.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, or a plugin")
+    ask.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, openai, or a plugin")
     add_answer_options(ask)
+    add_backend_options(ask)
     ask.add_argument("--sql-only", action="store_true", help="print only the SQL")
     ask.add_argument("--trace", action="store_true", help="show every candidate and how the answer was chosen")
     ask.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     ask.add_argument("--demo-questions", action="store_true", help="ask the built-in demo questions")
     ask.set_defaults(func=cmd_ask)
+
+    chat = sub.add_parser("chat", help="a terminal conversation: follow-up questions build on the last answer")
+    db_options(chat)
+    chat.add_argument("--model", help=f"registry name, .gguf path or hub repo id (default {models.DEFAULT_MODEL})")
+    chat.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, openai, or a plugin")
+    add_answer_options(chat)
+    add_backend_options(chat)
+    chat.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
+    chat.set_defaults(func=cmd_chat)
+
+    from .serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub, _Parser, limit_options)
 
     sql = sub.add_parser("sql", help="run your own SQL through the same read-only execution layer")
     sql.add_argument("query")
