@@ -172,6 +172,12 @@ def test_greedy_first_then_sampled_with_n(server):
     assert all(c.prompt_tokens == 42 and c.completion_tokens == 5 for c in out)
 
 
+def test_one_candidate_greedy_first_is_one_request(server):
+    out = backend(server, model="m").generate(MESSAGES, GenerationConfig(n=1, temperature=0.8))
+    (body,) = server.completions()  # no empty request for zero samples
+    assert body["temperature"] == 0 and [c.text for c in out] == ["SELECT 'greedy-0'"]
+
+
 def test_without_greedy_first_every_candidate_is_sampled(server):
     out = backend(server, model="m").generate(MESSAGES, GenerationConfig(n=2, temperature=0.5, greedy_first=False))
     (body,) = server.completions()

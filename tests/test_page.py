@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from slimsql.prompts import MAX_HISTORY
+
 from .conftest import sha256
 
 CHROMIUM = os.environ.get("SLIMSQL_CHROMIUM", "/usr/bin/chromium")
@@ -86,7 +88,8 @@ PRODUCTS_SQL = "SELECT count(*) AS products FROM products"
 ORDERS_2024_SQL = "SELECT count(*) AS orders FROM orders WHERE order_date LIKE '2024-%'"
 ALL_ORDERS_SQL = "SELECT order_id, status FROM orders ORDER BY order_id"
 MARKUP_SQL = ("SELECT '<img src=x onerror=\"window.__pwned=1\">' AS html, NULL AS missing, "
-              "'a,b \"c\"' AS quoted, 'line1\nline2' AS multi, 3.5 AS num")
+              "'a,b \"c\"' AS quoted, 'line1\nline2' AS multi, 3.5 AS num, '=HYPERLINK(\"x\")' AS formula, "
+              "-2 AS neg")
 FOLLOWUP_Q = "and only in 2024?"
 
 
@@ -357,8 +360,9 @@ def test_single_number_has_no_chart_and_null_is_distinct(page, site):
     ask(page, "Show me the markup test")
     expect(page.get_by_test_id("chart")).to_be_hidden()  # one row: nothing to compare
     head, rows = table(page)
-    assert head == ["html", "missing", "quoted", "multi", "num"]
-    assert rows == [['<img src=x onerror="window.__pwned=1">', "NULL", 'a,b "c"', "line1\nline2", "3.5"]]
+    assert head == ["html", "missing", "quoted", "multi", "num", "formula", "neg"]
+    assert rows == [['<img src=x onerror="window.__pwned=1">', "NULL", 'a,b "c"', "line1\nline2", "3.5",
+                     '=HYPERLINK("x")', "-2"]]
     assert page.locator("#result-table img").count() == 0
     assert page.evaluate("window.__pwned") is None
     null = page.locator("#result-table td.null")
@@ -455,12 +459,12 @@ def test_follow_up_carries_the_previous_sql(page, site):
     assert sent_history(page) == [{"question": CATEGORY_Q, "sql": CATEGORY_SQL},
                                   {"question": FOLLOWUP_Q, "sql": CATEGORY_2024_SQL}]
 
-    # a long conversation sends no more turns than the API takes (20)
+    # a long conversation sends no more turns than the server's prompt shows (/v1/models: max_history)
     page.evaluate("""() => { const c = window.slimsql.state.conversation;
                              for (let i = 0; i < 30; i++) c.unshift({question: `old question ${i}`, sql: 'SELECT 1'}); }""")
     ask(page, "and in 2024 again?")
     history = sent_history(page)
-    assert len(history) == 20 and history[-1]["question"] == "and the top one only in 2024?"
+    assert len(history) == MAX_HISTORY and history[-1]["question"] == "and the top one only in 2024?"
 
     # a new conversation forgets them
     page.get_by_test_id("new-conversation").click()
@@ -479,11 +483,13 @@ def test_csv_download(page, site):
     download = info.value
     assert download.suggested_filename == "shop-show-me-the-markup-test.csv"
     content = Path(download.path()).read_bytes().decode("utf-8")
-    assert content == ('html,missing,quoted,multi,num\r\n'
-                       '"<img src=x onerror=""window.__pwned=1"">",,"a,b ""c""","line1\nline2",3.5\r\n')
+    # a text cell a spreadsheet would run as a formula is written as text; a negative number stays a number
+    assert content == ('html,missing,quoted,multi,num,formula,neg\r\n'
+                       '"<img src=x onerror=""window.__pwned=1"">",,"a,b ""c""","line1\nline2",3.5,'
+                       '"\'=HYPERLINK(""x"")",-2\r\n')
     assert list(csv.reader(io.StringIO(content, newline=""))) == [
-        ["html", "missing", "quoted", "multi", "num"],
-        ['<img src=x onerror="window.__pwned=1">', "", 'a,b "c"', "line1\nline2", "3.5"]]
+        ["html", "missing", "quoted", "multi", "num", "formula", "neg"],
+        ['<img src=x onerror="window.__pwned=1">', "", 'a,b "c"', "line1\nline2", "3.5", "'=HYPERLINK(\"x\")", "-2"]]
 
     ask(page, CATEGORY_Q)
     with page.expect_download() as info:

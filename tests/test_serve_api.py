@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from slimsql import cli
 from slimsql.errors import InputError
 from slimsql.infer import Settings
+from slimsql.prompts import MAX_HISTORY
 from slimsql.serve import app as app_module
 from slimsql.serve import service as service_module
 from slimsql.serve.app import MAX_BODY_BYTES, create_app
@@ -103,7 +104,7 @@ def test_one_schema(client):
 def test_models(client):
     (only,) = client.get("/v1/models").json()["models"]
     assert only == {"name": "scripted", "backend": "scripted", "style": only["style"], "candidates": 1,
-                    "strategy": "first", "max_rows": 50, "timeout": 2.0}
+                    "strategy": "first", "max_rows": 50, "timeout": 2.0, "max_history": MAX_HISTORY}
 
 
 def test_ask_answers_with_sql_rows_timings_and_trace(client, model):
@@ -383,6 +384,36 @@ def test_slow_queries_never_keep_a_question_from_its_503(make_service):
         assert {out["response"].status_code for _, out in slow} <= {422, 503}
 
 
+def test_value_linking_on_the_server_reads_through_the_pool(demo_db, tmp_path, monkeypatch):
+    """--values: the index of the database's text values is built at start through a pooled
+    connection, and a question's prompt names the values it matches."""
+    monkeypatch.setenv("SLIMSQL_HOME", str(tmp_path / "home"))  # a value-index cache of its own
+    seen = []
+    model = Model(lambda messages: seen.append(messages[-1]["content"]) or
+                  "SELECT count(*) AS n FROM orders WHERE status = 'cancelled'")
+    service = Service({"shop": demo_db}, model.backend, Settings(values=True, repair_rounds=0))
+    try:
+        service.warm()
+        response = ask(TestClient(create_app(service)), "How many orders were cancelled?")
+        assert response.status_code == 200, response.text
+        assert response.json()["rows"] == [[254]]
+        assert "'cancelled'" in seen[-1] and "orders.status" in seen[-1]
+    finally:
+        service.close()
+
+
+def test_no_free_connection_stops_the_question_it_is_not_the_querys_fault(make_service):
+    """A candidate that found every connection busy has no verdict: the question is refused as
+    busy (503), not voted on nor sent to a repair round with "busy" as the database's error."""
+    model = Model("SELECT count(*) AS n FROM products")
+    service = make_service(model, connections=1, timeout=0.2, repair_rounds=1)
+    pool = service.database("shop").pool
+    with pool.connection(wait=1):  # the only connection, held
+        assert_error(ask(TestClient(create_app(service), raise_server_exceptions=False)), 503, "busy")
+    assert model.calls == 1  # no repair round
+    assert service.gate.admitted == 0
+
+
 def run_sql_live(url):
     return httpx.post(f"{url}/v1/sql", json={"db": "shop", "sql": "SELECT 1"}, timeout=10)
 
@@ -646,6 +677,19 @@ def test_cors_allows_only_the_origins_named(service):
     preflight = client.options("/v1/sql", headers={"Origin": "https://evil.example",
                                                     "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_for_every_origin_needs_an_api_key(service):
+    with pytest.raises(InputError, match="every web site"):
+        create_app(service, cors_origins=["*"])
+    client = TestClient(create_app(service, api_key="k", cors_origins=["*"]), raise_server_exceptions=False)
+    assert client.get("/v1/databases", headers={"Origin": "https://x.example"}).status_code == 401
+
+
+def test_the_page_refuses_to_be_framed(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 def test_cors_preflight_works_with_an_api_key(service):

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .serve.cli import add_parser as add_serve_parser
 
-    add_serve_parser(sub, _Parser, limit_options)
+    add_serve_parser(sub, limit_options)
 
     sql = sub.add_parser("sql", help="run your own SQL through the same read-only execution layer")
     sql.add_argument("query")

@@ -50,6 +50,11 @@ class NoSQLError(SlimsqlError):
     exit_code = 6
 
 
+class Interrupted(SlimsqlError):
+    """The work was stopped from outside (the client went away, the server had no room): never a
+    verdict on a candidate query, so the road stops instead of voting or repairing with it."""
+
+
 class ModelError(SlimsqlError):
     """Unknown, missing, corrupt or unloadable model."""
 

@@ -71,7 +71,9 @@ def _check_url(url: str) -> str:
 
 
 def _split(count: int, cap: int | None) -> list[int]:
-    """``count`` choices as per-request sizes of at most ``cap`` (None: one request)."""
+    """``count`` choices as per-request sizes of at most ``cap`` (None: one request); none for none."""
+    if count <= 0:
+        return []
     if cap is None or count <= cap:
         return [count]
     return [cap] * (count // cap) + ([count % cap] if count % cap else [])

@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend = load_backend(args.backend, model=args.model, **options)
     finally:
         loading.done()
-    if args.model is None and args.backend == "openai":  # the model the server said it serves
+    if args.model is None and backend.model_name != config.model:  # e.g. the model a server says it serves
         config = replace(config, model=backend.model_name)
     summary = run(dataset, backend, Path(args.out), config, settings, parallel=args.parallel)
     write_report(args.out)

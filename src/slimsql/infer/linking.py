@@ -18,13 +18,14 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..errors import SlimsqlError
+from ..errors import Interrupted, SlimsqlError
 from ..schema import Schema, Table, quote, render_create
 
 # Declared types whose values are never text worth indexing (SQLite's INTEGER and REAL
@@ -97,6 +98,8 @@ class ValueIndex:
                 limit = min(max_values_per_column, max_total - total)
                 try:
                     rows = db._run(sql, (max_chars, limit), max_rows=limit, timeout=max(0.05, min(1.0, left))).rows
+                except Interrupted:  # stopped from outside (the server's client went away)
+                    raise
                 except SlimsqlError:  # a slow or unreadable table: no values from it
                     continue
                 found = [r[0] for r in rows if isinstance(r[0], str) and any(ch.isalpha() for ch in r[0])]
@@ -113,17 +116,19 @@ class ValueIndex:
         if path is None:
             return cls.build(db)
         key = content_key(Path(path))
-        if key in _MEMORY:
-            _MEMORY.move_to_end(key)
-            return _MEMORY[key]
+        with _MEMORY_LOCK:  # the server's and eval --parallel's threads share it
+            if key in _MEMORY:
+                _MEMORY.move_to_end(key)
+                return _MEMORY[key]
         cached = (cache_dir or _cache_dir()) / f"{key}.json"
         index = _load(cached)
         if index is None:
             index = cls.build(db)
             _save(index, cached)
-        _MEMORY[key] = index
-        while len(_MEMORY) > _MEMORY_SIZE:
-            _MEMORY.popitem(last=False)
+        with _MEMORY_LOCK:
+            _MEMORY[key] = index
+            while len(_MEMORY) > _MEMORY_SIZE:
+                _MEMORY.popitem(last=False)
         return index
 
     # -- matching --------------------------------------------------------------------
@@ -192,6 +197,7 @@ def render_values(matches: Sequence[ValueMatch]) -> str:
 
 _MEMORY: OrderedDict[str, ValueIndex] = OrderedDict()
 _MEMORY_SIZE = 32  # indexes kept in this process, least recently used dropped first
+_MEMORY_LOCK = threading.Lock()
 _KEYS: dict[tuple[str, int, int], str] = {}
 
 
@@ -241,7 +247,7 @@ def _load(path: Path) -> ValueIndex | None:
 def _save(index: ValueIndex, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         data = {"version": ValueIndex.VERSION, "values": [[t, c, v] for (t, c), v in index.values.items()]}
         tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         tmp.replace(path)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from ..backends import Backend, Candidate, GenerationConfig, Message
 from ..db import Database, Result
-from ..errors import InputError, NoSQLError, QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
+from ..errors import InputError, Interrupted, NoSQLError, QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
 from ..prompts import Turn, get_style
 from ..schema import Schema
 from ..sql import ExtractionStats, extract
@@ -183,6 +183,8 @@ class _Runner:
             try:
                 self._seen[sql] = (self.db.execute(sql, max_rows=self.settings.max_rows,
                                                    timeout=self.settings.timeout), None)
+            except Interrupted:  # stopped from outside: no verdict on this query
+                raise
             except SlimsqlError as err:
                 err.sql = sql
                 self._seen[sql] = (None, err)

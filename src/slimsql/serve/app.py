@@ -182,6 +182,9 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
     """
     if api_key is not None and not api_key:
         raise InputError("the API key is empty; give a key, or None for no key")
+    if cors_origins and "*" in cors_origins and api_key is None:
+        raise InputError("--cors-origin '*' would let every web site read your databases through your browser; "
+                         "name the origins, or require an API key")
     # Questions and hand-written queries run on threads of their own: slow queries filling every
     # thread can never keep a question from its at-once 503 when the model's line is full.
     asks = ThreadPoolExecutor(max_workers=service.gate.max_queue + 4, thread_name_prefix="slimsql-ask")
@@ -243,14 +246,15 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
         """Run ``work`` on one of ``executor``'s threads; if the client disconnects meanwhile, cancel it."""
         cancelled = threading.Event()
         future = asyncio.get_running_loop().run_in_executor(executor, work, cancelled)
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=0.25)
-            if done:
-                return future.result()
-            if await request.is_disconnected():
-                cancelled.set()  # the work stops at its next step; nobody waits for its answer
-                future.add_done_callback(lambda f: f.exception())  # consume its Cancelled quietly
-                raise Cancelled("the client went away")
+        try:
+            while not (await asyncio.wait({future}, timeout=0.25))[0]:
+                if await request.is_disconnected():
+                    raise Cancelled("the client went away")
+        except BaseException:  # the client went away, or this task was cancelled (server shutdown)
+            cancelled.set()  # the work stops at its next step; nobody waits for its answer
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # consume its error quietly
+            raise
+        return future.result()
 
     @app.get("/v1/health")
     def health() -> dict:
@@ -278,11 +282,13 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
     @app.post("/v1/sql")
     async def sql(body: SqlIn, request: Request) -> dict:
         return await in_thread(request, queries, lambda cancelled: service.run_sql(
-            body.db, body.sql, max_rows=body.max_rows, timeout=body.timeout))
+            body.db, body.sql, max_rows=body.max_rows, timeout=body.timeout, cancelled=cancelled))
 
     @app.get("/", include_in_schema=False)
     def page():
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        # not in a frame of another site (clickjacking); a <meta> CSP cannot say frame-ancestors
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache", "X-Frame-Options": "DENY",
+                                                            "Content-Security-Policy": "frame-ancestors 'none'"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -21,7 +21,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def add_parser(sub, parser_class, db_limits) -> None:
+def add_parser(sub, db_limits) -> None:
     from ..backends import DEFAULT_BACKEND
 
     p = sub.add_parser("serve", help="serve the HTTP API and the web page (one model, many clients)")

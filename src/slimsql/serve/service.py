@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .. import infer
-from ..backends import Backend, GenerationConfig, Message
+from ..backends import Backend, GenerationConfig, Message, is_concurrent
 from ..db import Result, open_database
 from ..db.limits import check_max_rows, check_timeout
-from ..errors import InputError, SlimsqlError
+from ..errors import InputError, Interrupted
 from ..infer import Settings
 from ..prompts import MAX_HISTORY, Turn
 from ..schema import Schema, render_create
@@ -61,7 +61,7 @@ def json_rows(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     return [[cell(v) for v in row] for row in rows]
 
 
-class Busy(SlimsqlError):
+class Busy(Interrupted):
     """The server has no room for this request now; ``retry_after`` says when to try again."""
 
     exit_code = 8
@@ -71,7 +71,7 @@ class Busy(SlimsqlError):
         self.retry_after = max(1, int(retry_after))
 
 
-class Cancelled(SlimsqlError):
+class Cancelled(Interrupted):
     """The client went away; the question stopped at its next step."""
 
     exit_code = 130
@@ -148,8 +148,8 @@ class GatedBackend:
         # the road looks these up with getattr: offer them only where the backend has them
         if hasattr(backend, "remember"):
             self.remember = self._remember
-        if hasattr(backend, "count_tokens"):
-            self.count_tokens = self._count_tokens
+        if hasattr(backend, "count_tokens"):  # tokenizing reads the vocabulary only: no model slot needed
+            self.count_tokens = backend.count_tokens
 
     def generate(self, messages: Sequence[Message], config: GenerationConfig):
         with self._gate.hold(self._cancelled):
@@ -159,10 +159,6 @@ class GatedBackend:
         with self._gate.hold(self._cancelled):
             self._backend.remember(messages)
 
-    def _count_tokens(self, text: str) -> int:
-        with self._gate.hold(self._cancelled):
-            return self._backend.count_tokens(text)
-
 
 class ConnectionPool:
     """Read-only connections to one database file, checked out one query at a time."""
@@ -171,6 +167,7 @@ class ConnectionPool:
         self.path, self.size, self.settings = path, size, settings
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._made = 0
+        self._closed = False
         self._lock = threading.Lock()
         self._idle.put(open_database(path, timeout=settings.timeout, max_rows=settings.max_rows))  # fails early
         self._made = 1
@@ -199,9 +196,13 @@ class ConnectionPool:
         try:
             yield db
         finally:
-            self._idle.put(db)
+            if self._closed:  # given back after close(): nobody will take it again
+                db.close()
+            else:
+                self._idle.put(db)
 
     def close(self) -> None:
+        self._closed = True
         while True:
             try:
                 self._idle.get_nowait().close()
@@ -229,6 +230,15 @@ class PooledDatabase:
         seconds = min(timeout or self._timeout, self._timeout)
         with self._served.pool.connection(wait=seconds + 5) as db:
             return db.execute(sql, max_rows=rows, timeout=seconds)
+
+    def _run(self, sql: str, params: tuple = (), *, max_rows: int | None = None,
+             timeout: float | None = None) -> Result:
+        """slimsql's own reads (value linking's index), on a pooled connection as ``execute``."""
+        if self._cancelled is not None and self._cancelled.is_set():
+            raise Cancelled("the client went away")
+        seconds = min(timeout or self._timeout, self._timeout)
+        with self._served.pool.connection(wait=seconds + 5) as db:
+            return db._run(sql, params, max_rows=max_rows, timeout=seconds)
 
     def close(self) -> None:
         pass
@@ -263,7 +273,8 @@ class Service:
     def __init__(self, databases: dict[str, Path], backend: Backend, settings: Settings, *,
                  max_queue: int = 8, queue_seconds: float = 120.0, connections: int = 4):
         self.settings, self.backend = settings, backend
-        slots = getattr(backend, "max_in_flight", 1) if getattr(backend, "concurrent", False) else 1
+        # a backend that takes concurrent calls may say how many (``max_in_flight``); others get one
+        slots = max(1, int(getattr(backend, "max_in_flight", 1))) if is_concurrent(backend) else 1
         self.gate = ModelGate(slots=slots, max_queue=max_queue, queue_seconds=queue_seconds)
         self.started = time.time()
         #: hand-written queries run at once (the HTTP layer's threads for them): every connection, and a few waiting
@@ -272,9 +283,13 @@ class Service:
         try:
             for name, path in databases.items():
                 pool = ConnectionPool(path, connections, settings)
-                with pool.connection(wait=settings.timeout) as db:
-                    schema = db.schema(settings.samples)
-                    skipped = list(getattr(db, "skipped", ()))
+                try:
+                    with pool.connection(wait=settings.timeout) as db:
+                        schema = db.schema(settings.samples)
+                        skipped = list(getattr(db, "skipped", ()))
+                except BaseException:
+                    pool.close()
+                    raise
                 self.databases[name] = ServedDatabase(name, path, schema, pool, skipped)
         except BaseException:
             self.close()
@@ -315,7 +330,8 @@ class Service:
     def model(self) -> dict[str, Any]:
         s = self.settings
         return {"name": self.backend.model_name, "backend": self.backend.name, "style": s.style,
-                "candidates": s.generation.n, "strategy": s.strategy, "max_rows": s.max_rows, "timeout": s.timeout}
+                "candidates": s.generation.n, "strategy": s.strategy, "max_rows": s.max_rows, "timeout": s.timeout,
+                "max_history": MAX_HISTORY}
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "model": self.backend.model_name, "databases": len(self.databases),
@@ -327,6 +343,11 @@ class Service:
         so that a question costs only its own tokens. Names of the databases warmed."""
         warmed = []
         for served in self.databases.values():
+            if self.settings.values:  # value linking's index of the database's text values, built once
+                from ..infer import linking
+
+                linking.ValueIndex.for_database(PooledDatabase(served, None, self.settings.max_rows,
+                                                               self.settings.timeout))
             backend = GatedBackend(self.backend, self.gate)
             if infer.warm(backend, served.schema, self.settings):
                 warmed.append(served.name)
@@ -358,14 +379,14 @@ class Service:
                 "truncated_by": result.truncated_by, "model": self.backend.model_name, "timings": timings,
                 "tokens": solution.tokens(), "trace": solution.trace.to_dict()}
 
-    def run_sql(self, name: str, sql: str, *, max_rows: int | None = None,
-                timeout: float | None = None) -> dict[str, Any]:
+    def run_sql(self, name: str, sql: str, *, max_rows: int | None = None, timeout: float | None = None,
+                cancelled: threading.Event | None = None) -> dict[str, Any]:
         """Hand-written (or edited) SQL through the same read-only layer and limits."""
         served = self.database(name)
         rows, seconds = self.limits(max_rows, timeout)
         if not sql or not sql.strip():
             raise InputError("the SQL is empty")
-        result = PooledDatabase(served, None, rows, seconds).execute(sql)
+        result = PooledDatabase(served, cancelled, rows, seconds).execute(sql)
         return {"db": name, "sql": sql, "columns": list(result.columns), "rows": json_rows(result.rows),
                 "truncated": result.truncated, "truncated_by": result.truncated_by,
                 "timings": {"execution": round(result.seconds, 4)}}

@@ -10,7 +10,8 @@
   const KEY_STORE = "slimsql.apiKey";
   const DISPLAY_ROWS = 1000; // rows drawn in the table (the CSV has them all)
   const MAX_BARS = 25;
-  const MAX_TURNS = 20; // earlier turns sent with a follow-up: the API's limit (the server uses the last few)
+  // earlier turns sent with a follow-up: as many as the server's prompt shows (/v1/models says how many)
+  let maxTurns = 3;
   const SVG = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
@@ -300,7 +301,9 @@
 
   function csvField(value) {
     if (value === null || value === undefined) return "";
-    const text = cellText(value);
+    let text = cellText(value);
+    // a text cell a spreadsheet would run as a formula (=, +, -, @) is written as text (OWASP's advice)
+    if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
     return /[",\r\n]/.test(text) || /^\s|\s$/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   }
 
@@ -509,7 +512,7 @@
       if (!question) $("question").focus();
       return;
     }
-    const turns = state.conversation.slice(-MAX_TURNS);
+    const turns = state.conversation.slice(-maxTurns);
     const followupOf = turns.length ? turns[turns.length - 1].question : null;
     const context = { question, db, followupOf, conversationId: state.conversationId };
     clearError();
@@ -626,6 +629,7 @@
     try {
       const data = await api("GET", "/v1/models");
       const model = (data.models || [])[0];
+      if (model && Number.isInteger(model.max_history) && model.max_history > 0) maxTurns = model.max_history;
       if (model) {
         const name = model.backend && model.backend !== model.name ? `${model.name} (${model.backend})` : model.name;
         $("model").textContent = `${name} · ${plural(model.candidates || 1, "candidate")}, ${model.strategy}`;
