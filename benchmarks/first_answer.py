@@ -99,14 +99,20 @@ def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cach
     return report
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def question_options(doc: str) -> argparse.ArgumentParser:
+    """The options of the benchmarks that ask the demo and Spider questions (this one, serve_latency.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--spider-dbs", type=int, default=4)
     parser.add_argument("--per-db", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+def main() -> int:
+    parser = question_options(__doc__)
     parser.add_argument("--slimsql", default=DEFAULT_COMMAND,
                         help="the slimsql command to time (e.g. a script running another checkout)")
     args = parser.parse_args()
