@@ -224,6 +224,18 @@ def test_invalid_json_and_non_finite_numbers(client):
         assert_error(response, 422, "invalid_request")
 
 
+@pytest.mark.parametrize("kind", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_a_body_that_is_not_declared_json_is_refused(client, model, kind):
+    """A cross-site form or text POST needs no CORS preflight: it must not be answered."""
+    body = json.dumps({"db": "shop", "question": "How many products?"}).encode()
+    headers = {"Content-Type": kind} if kind else {}
+    response = client.post("/v1/ask", content=body, headers=headers)
+    assert_error(response, 415, "not_json")
+    assert model.calls == 0
+    ok = client.post("/v1/ask", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
 def test_not_found_and_wrong_method(client):
     assert_error(client.get("/nope"), 404, "not_found")
     assert_error(client.get("/v1/nope"), 404, "not_found")

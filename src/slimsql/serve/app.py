@@ -228,6 +228,11 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, err: RequestValidationError):
+        # JSON only: a form or text body is what a cross-site page can send without a CORS preflight
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and kind != "application/json":
+            return error_response(415, "not_json", "send the body as JSON, with the header "
+                                                   "Content-Type: application/json")
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error_response(422, "invalid_request", f"{where or 'request'}: {first.get('msg', 'invalid')}")
