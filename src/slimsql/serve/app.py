@@ -38,6 +38,7 @@ from ..errors import (DatabaseError, InputError, ModelError, NoSQLError, QueryEr
 from ..infer.pipeline import MAX_QUESTION_CHARS
 from ..prompts import MAX_HISTORY, Turn
 from ..sql import MAX_SQL_CHARS
+from .cli import CORS_ANY_NEEDS_KEY
 from .service import Busy, Cancelled, Service, UnknownDatabase
 
 STATIC = Path(__file__).with_name("static")
@@ -183,8 +184,7 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
     if api_key is not None and not api_key:
         raise InputError("the API key is empty; give a key, or None for no key")
     if cors_origins and "*" in cors_origins and api_key is None:
-        raise InputError("--cors-origin '*' would let every web site read your databases through your browser; "
-                         "name the origins, or require an API key")
+        raise InputError(CORS_ANY_NEEDS_KEY)
     # Questions and hand-written queries run on threads of their own: slow queries filling every
     # thread can never keep a question from its at-once 503 when the model's line is full.
     asks = ThreadPoolExecutor(max_workers=service.gate.max_queue + 4, thread_name_prefix="slimsql-ask")

@@ -71,6 +71,15 @@
       : value.toLocaleString("en-US", { maximumFractionDigits: 2 });
   }
 
+  /** A cell as the table shows it: a float without binary noise (356405.05000000005 -> 356405.05,
+   * at most 15 significant digits); the CSV keeps the exact value (cellText). */
+  function shownText(value) {
+    if (typeof value === "number" && isFinite(value) && !Number.isInteger(value)) {
+      return String(Number(value.toPrecision(15)));
+    }
+    return cellText(value);
+  }
+
   function cellText(value) {
     if (typeof value === "string") return value;
     if (typeof value === "number" || typeof value === "boolean") return String(value);
@@ -218,7 +227,7 @@
       const tr = el("tr");
       for (const value of row) {
         if (value === null || value === undefined) tr.append(el("td", { class: "null", "data-null": true, text: "NULL" }));
-        else tr.append(el("td", { class: typeof value === "number" ? "num" : null, text: cellText(value) }));
+        else tr.append(el("td", { class: typeof value === "number" ? "num" : null, text: shownText(value) }));
       }
       body.append(tr);
     }
