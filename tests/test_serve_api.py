@@ -560,6 +560,12 @@ def test_binding_beyond_loopback_needs_an_api_key(demo_db, no_model, capsys, hos
     assert "Traceback" not in err
 
 
+def test_cors_for_every_origin_without_a_key_is_refused_before_the_model_loads(demo_db, no_model, capsys):
+    assert cli.main(["serve", "--db", str(demo_db), "--cors-origin", "*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --cors-origin '*' would let every web site") and "\n" not in err
+
+
 def test_binding_beyond_loopback_without_a_key_in_a_real_process(demo_db):
     env = {k: v for k, v in os.environ.items() if k != "SLIMSQL_API_KEY"}
     out = subprocess.run([sys.executable, "-m", "slimsql.cli", "serve", "--host", "0.0.0.0", "--db", str(demo_db)],
