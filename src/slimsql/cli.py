@@ -43,6 +43,17 @@ def _connection(args: argparse.Namespace, settings: Settings | None = None,
                       backend_options=options)
 
 
+def _loaded(args: argparse.Namespace, settings: Settings) -> Connection:
+    """A connection whose model is loaded now, with the loading shown."""
+    loading = display.ModelLoading()
+    conn = _connection(args, settings, loading)
+    try:
+        conn.backend
+    finally:
+        loading.done()
+    return conn
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     loading = display.ModelLoading()
     conn = _connection(args, _settings(args), loading)
@@ -97,12 +108,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     go into the prompt of the next (:class:`slimsql.prompts.Turn`), until ``/new``."""
     from .prompts import Turn
 
-    loading = display.ModelLoading()
-    conn = _connection(args, _settings(args), loading)
-    try:
-        conn.backend
-    finally:
-        loading.done()
+    conn = _loaded(args, _settings(args))
     interactive = sys.stdin.isatty()
     if interactive:
         display.err.print(CHAT_HELP, markup=False)
@@ -153,13 +159,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.warm:
-        loading = display.ModelLoading()
         settings = Settings(style=args.style, samples=args.samples, max_rows=args.max_rows, timeout=args.timeout)
-        conn = _connection(args, settings, loading)
-        try:
-            conn.backend
-        finally:
-            loading.done()
+        conn = _loaded(args, settings)
         start = time.perf_counter()
         if not conn.warm():
             raise InputError(f"the {conn.backend.name} backend keeps no prefix cache")
