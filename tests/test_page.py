@@ -478,6 +478,29 @@ def test_follow_up_carries_the_previous_sql(page, site):
     assert table(page) == query(site.db, ORDERS_2024_SQL)
 
 
+def test_the_page_sends_as_many_turns_as_the_server_says(browser, site):
+    """The number of earlier turns sent comes from /v1/models (max_history), not from the page."""
+    context, page = open_page(browser, site.url)
+    try:
+        def models(route):
+            response = route.fetch()
+            body = response.json()
+            body["models"][0]["max_history"] = MAX_HISTORY + 2
+            route.fulfill(response=response, json=body)
+
+        context.route("**/v1/models", models)
+        page.reload()
+        expect(page.locator("#db option")).to_have_count(1)
+        ask(page, PRODUCTS_Q)
+        page.evaluate("""() => { const c = window.slimsql.state.conversation;
+                                 for (let i = 0; i < 30; i++) c.unshift({question: `old question ${i}`, sql: 'SELECT 1'}); }""")
+        ask(page, "and in 2024 again?")
+        history = sent_history(page)
+        assert len(history) == MAX_HISTORY + 2 and history[-1]["question"] == PRODUCTS_Q
+    finally:
+        context.close()
+
+
 def test_csv_download(page, site):
     ask(page, "Show me the markup test")
     with page.expect_download() as info:

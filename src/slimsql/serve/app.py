@@ -136,6 +136,50 @@ class BodyLimit:
         await response({"type": "http"}, None, send)
 
 
+class JSONOnly:
+    """ASGI middleware: a POST to ``/v1`` must declare a JSON body (415 otherwise), before it is read.
+    A cross-site page can send a form, text or untyped body without a CORS preflight; a JSON one
+    it cannot, so nothing a page elsewhere sends is answered (nor run)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "POST" and _route_path(scope).startswith("/v1/"):
+            kind = dict(scope.get("headers") or ()).get(b"content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                response = error_response(415, "not_json", "send the body as JSON, with the header "
+                                                           "Content-Type: application/json")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class NoFraming:
+    """ASGI middleware: no response of this server may be shown in another site's frame (clickjacking)."""
+
+    HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def framed(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        return await self.app(scope, receive, framed)
+
+
+def _route_path(scope) -> str:
+    """The path the router matches (without a proxy's prefix, ``root_path``)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 class APIKey:
     """ASGI middleware: every ``/v1`` route but health needs ``X-API-Key`` (compared in constant time)."""
 
@@ -143,9 +187,7 @@ class APIKey:
         self.app, self.key = app, key.encode("utf-8")
 
     async def __call__(self, scope, receive, send):
-        path, root = scope.get("path", ""), scope.get("root_path", "")
-        if root and path.startswith(root):  # the path the router matches (behind a proxy's prefix)
-            path = path[len(root):]
+        path = _route_path(scope)
         if scope["type"] == "http" and path.startswith("/v1/") and path != "/v1/health":
             given = next((v for k, v in scope.get("headers") or () if k == API_KEY_HEADER.lower().encode()), b"")
             if not hmac.compare_digest(given, self.key):
@@ -183,7 +225,7 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
     """
     if api_key is not None and not api_key:
         raise InputError("the API key is empty; give a key, or None for no key")
-    if cors_origins and "*" in cors_origins and api_key is None:
+    if cors_origins and {"*", "null"} & set(cors_origins) and api_key is None:
         raise InputError(CORS_ANY_NEEDS_KEY)
     # Questions and hand-written queries run on threads of their own: slow queries filling every
     # thread can never keep a question from its at-once 503 when the model's line is full.
@@ -202,8 +244,9 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
                               "from a small local model.")
     app.state.service = service
     # Pure ASGI middlewares only (Starlette's BaseHTTPMiddleware, behind @app.middleware, hides the
-    # client's disconnect from request.is_disconnected()). The last added runs first:
-    # body size, Host, CORS (so a preflight, which carries no key, is answered), then the key.
+    # client's disconnect from request.is_disconnected()). The last added runs first: no framing,
+    # body size, Host, CORS (so a preflight, which carries no key, is answered), the key, JSON only.
+    app.add_middleware(JSONOnly)
     if api_key is not None:
         app.add_middleware(APIKey, key=api_key)
     if cors_origins:
@@ -214,6 +257,7 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(NoFraming)
 
     @app.exception_handler(SlimsqlError)
     async def on_slimsql_error(request: Request, err: SlimsqlError):
@@ -228,11 +272,6 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, err: RequestValidationError):
-        # JSON only: a form or text body is what a cross-site page can send without a CORS preflight
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.method == "POST" and kind != "application/json":
-            return error_response(415, "not_json", "send the body as JSON, with the header "
-                                                   "Content-Type: application/json")
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error_response(422, "invalid_request", f"{where or 'request'}: {first.get('msg', 'invalid')}")
@@ -291,9 +330,7 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
 
     @app.get("/", include_in_schema=False)
     def page():
-        # not in a frame of another site (clickjacking); a <meta> CSP cannot say frame-ancestors
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache", "X-Frame-Options": "DENY",
-                                                            "Content-Security-Policy": "frame-ancestors 'none'"})
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -10,8 +10,8 @@ from ..cliopts import add_answer_options, positive_int, settings_from_args
 from ..errors import InputError
 
 LOOPBACK_NAMES = ("localhost",)
-CORS_ANY_NEEDS_KEY = ("--cors-origin '*' would let every web site read your databases through your browser; "
-                      "name the origins, or require an API key")
+CORS_ANY_NEEDS_KEY = ("--cors-origin '*' (or 'null', which any sandboxed frame sends) would let every web site "
+                      "read your databases through your browser; name the origins, or require an API key")
 
 
 def is_loopback(host: str) -> bool:
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not loopback and not api_key:
         raise InputError(f"binding to {args.host} opens the server to other machines: give an API key "
                          "(--api-key or SLIMSQL_API_KEY), or bind to 127.0.0.1")
-    if "*" in args.cors_origin and not api_key:  # create_app refuses it too; say so before the model loads
+    if {"*", "null"} & set(args.cors_origin) and not api_key:  # create_app refuses it too; say so before the model loads
         raise InputError(CORS_ANY_NEEDS_KEY)
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")

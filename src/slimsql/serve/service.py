@@ -174,6 +174,8 @@ class ConnectionPool:
 
     @contextmanager
     def connection(self, wait: float) -> Iterator[Any]:
+        if self._closed:
+            raise Busy("the server is shutting down", 5)
         try:
             db = self._idle.get_nowait()
         except queue.Empty:
@@ -196,13 +198,16 @@ class ConnectionPool:
         try:
             yield db
         finally:
-            if self._closed:  # given back after close(): nobody will take it again
+            with self._lock:  # against close(): a connection given back after it is closed, not kept
+                closed = self._closed
+                if not closed:
+                    self._idle.put(db)
+            if closed:
                 db.close()
-            else:
-                self._idle.put(db)
 
     def close(self) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
         while True:
             try:
                 self._idle.get_nowait().close()
