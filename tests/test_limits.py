@@ -411,14 +411,13 @@ WRITES = [
 @pytest.mark.parametrize("sql", WRITES)
 def test_authorizer_alone_refuses_writes_on_a_writable_connection(tmp_path, sql):
     """The write allowance for virtual-table constructors never lets a writing statement through."""
-    from slimsql.db.sqlite import READ_PRAGMAS
+    from slimsql.db.sqlite import READ_PRAGMAS, RULES
     from slimsql.db.worker import Guard
-    from slimsql.sql import DENIED_FUNCTIONS
 
     conn = sqlite3.connect(tmp_path / "w.sqlite", isolation_level=None)
     conn.executescript("CREATE TABLE t (a); CREATE VIRTUAL TABLE boxes USING rtree(id, x0, x1); "
                        "CREATE VIRTUAL TABLE docs USING fts5(body);")
-    guard = Guard(DENIED_FUNCTIONS, READ_PRAGMAS)
+    guard = Guard(RULES.denied_functions, READ_PRAGMAS)
     conn.set_authorizer(guard)
     assert conn.execute("SELECT count(*) FROM boxes, docs, json_each('[1]')").fetchone() == (0,)
     guard.first = None

@@ -10,8 +10,9 @@ Two stages of the question's road live here:
 * :func:`check_read_only` is the first safety layer in front of any database:
   the statement must parse as exactly one query (SELECT, set operation, or WITH
   ... SELECT) with no writing, DDL, transaction, pragma, attach or
-  extension-loading node anywhere in its tree. The database layer adds its own
-  independent layers (see ``slimsql.db.sqlite``).
+  extension-loading node anywhere in its tree, and none of the functions (or
+  statements) the engine's rules deny (``slimsql.db.base.EngineRules``). The
+  database layer adds its own independent layers (see ``slimsql.db.sqlite``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
-from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
+from .db import EngineRules, rules_for
 from .errors import NoSQLError, UnsafeSQLError
 
 # sqlglot warns on stderr when it falls back to a generic Command; we report
@@ -184,14 +185,6 @@ MAX_SQL_CHARS = 100_000
 _QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery, exp.Values)
 
 
-class _CheckedSQLite(SQLite):
-    """SQLite as sqlglot reads it, minus PostgreSQL's ``~~`` (LIKE) operators:
-    in SQLite ``~~1`` is two bitwise NOTs."""
-
-    class Tokenizer(SQLite.Tokenizer):
-        KEYWORDS = {k: v for k, v in SQLite.Tokenizer.KEYWORDS.items() if "~" not in k}
-
-
 _DDL_OBJECTS = {"TABLE", "VIEW", "INDEX", "TRIGGER", "VIRTUAL", "SCHEMA", "DATABASE"}
 _FORBIDDEN_NODES = tuple(
     getattr(exp, name)
@@ -201,10 +194,6 @@ _FORBIDDEN_NODES = tuple(
         "Set", "Use", "Copy", "LoadData", "TruncateTable", "Cache", "Uncache", "Analyze",
     )
     if hasattr(exp, name)
-)
-#: SQLite functions that reach outside the database or load code.
-DENIED_FUNCTIONS = frozenset(
-    {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "zipfile", "sqlar_compress"}
 )
 
 
@@ -221,13 +210,14 @@ def _describe(node: exp.Expression) -> str:
     return node.key.upper()
 
 
-def _forbidden(root: exp.Expression) -> str | None:
+def _forbidden(root: exp.Expression, rules: EngineRules) -> str | None:
+    forbidden = _FORBIDDEN_NODES + tuple(getattr(exp, name) for name in sorted(rules.denied_statements))
     for node in root.walk():
-        if isinstance(node, _FORBIDDEN_NODES):
+        if isinstance(node, forbidden):
             return f"only read-only queries may run, found {_describe(node)}"
         if isinstance(node, exp.Func):
             name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-            if name in DENIED_FUNCTIONS:
+            if name in rules.denied_functions:
                 return f"function {name}() is not allowed"
     return None
 
@@ -235,6 +225,8 @@ def _forbidden(root: exp.Expression) -> str | None:
 def check_read_only(sql: str, dialect: str = "sqlite") -> exp.Expression:
     """Return the parsed statement if ``sql`` is exactly one read-only query.
 
+    ``dialect`` chooses the engine rules (:func:`slimsql.db.rules_for`): how the SQL is
+    parsed and which functions and statements are denied on top of the neutral list.
     Raises UnsafeSQLError naming the first reason it may not run.
     """
     if not sql or not sql.strip():
@@ -246,7 +238,8 @@ def check_read_only(sql: str, dialect: str = "sqlite") -> exp.Expression:
         sql.encode("utf-8")
     except UnicodeEncodeError as err:  # e.g. undecodable bytes from the command line
         raise UnsafeSQLError(f"not run: the SQL is not valid UTF-8 text (at character {err.start + 1})") from None
-    read = _CheckedSQLite if dialect == "sqlite" else dialect
+    rules = rules_for(dialect)
+    read = rules.check_dialect or rules.dialect
     try:
         statements = [s for s in sqlglot.parse(sql, read=read) if s is not None]
     except RecursionError:
@@ -255,7 +248,7 @@ def check_read_only(sql: str, dialect: str = "sqlite") -> exp.Expression:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UnsafeSQLError(f"not run: the SQL could not be parsed ({first})") from None
     for statement in statements:  # name what is forbidden before counting (a trigger body holds ';')
-        problem = _forbidden(statement)
+        problem = _forbidden(statement, rules)
         if problem:
             raise UnsafeSQLError(f"not run: {problem}")
     if len(statements) != 1:

@@ -97,10 +97,12 @@ import os
 import time
 from pathlib import Path
 
+from sqlglot.dialects.sqlite import SQLite
+
 from ..errors import DatabaseError, QueryError, QueryTimeout
 from ..schema import Column, ForeignKey, Schema, Table
-from ..sql import DENIED_FUNCTIONS, check_read_only
-from . import Result
+from ..sql import check_read_only
+from .base import EngineRules, Result, url_scheme
 from .limits import SQLITE_LIMITS, MiB, Limits, check_max_rows, check_timeout
 from .process import KILL_GRACE, Deadline, Worker, WorkerDied, _OpenFailed, describe_death
 from .worker import guarded_connection
@@ -111,6 +113,9 @@ READ_PRAGMAS = frozenset({
     "table_info", "table_xinfo", "table_list", "foreign_key_list", "index_list", "index_info", "index_xinfo",
     "collation_list", "function_list", "module_list", "pragma_list",
 })
+#: File names :meth:`SQLiteDatabase.opens` claims without asking other engines (any other
+#: file still opens as SQLite when no engine claims it).
+SUFFIXES = (".sqlite", ".sqlite3", ".db", ".db3", ".s3db", ".sl3")
 #: Introspection: time for the catalog (all tables' columns and keys), and per table for samples.
 CATALOG_SECONDS, SAMPLE_SECONDS = 10.0, 2.0
 
@@ -149,6 +154,34 @@ def _open_error(path: Path, kind: str, message: str) -> DatabaseError:
     return DatabaseError(f"cannot open {shown(path)} as SQLite: {message}")
 
 
+class _CheckedSQLite(SQLite):
+    """SQLite as sqlglot reads it, minus PostgreSQL's ``~~`` (LIKE) operators:
+    in SQLite ``~~1`` is two bitwise NOTs."""
+
+    class Tokenizer(SQLite.Tokenizer):
+        KEYWORDS = {k: v for k, v in SQLite.Tokenizer.KEYWORDS.items() if "~" not in k}
+
+
+RULES = EngineRules(
+    name="sqlite",
+    display_name="SQLite",
+    dialect="sqlite",
+    time_limit="a worker process per connection, killed (SIGKILL) at the deadline; the busy timeout is the same limit",
+    # functions that reach outside the database or load code
+    denied_functions=frozenset(
+        {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "zipfile", "sqlar_compress"}),
+    error_categories=(
+        ("no such column", "unknown column"), ("ambiguous column", "unknown column"),
+        ("no such table", "unknown table"),
+        ("syntax error", "syntax"), ("incomplete input", "syntax"),
+    ),
+    # SQLite's wording of the two errors a repair hint can explain (messages, not SQL: a regex is fine here)
+    missing_column=r"no such column: (?:([^\s.]+)\.)?(?P<name>\S+)",
+    missing_table=r"no such table: (?:[^\s.]+\.)?(?P<name>\S+)",
+    check_dialect=_CheckedSQLite,
+)
+
+
 class SQLiteDatabase:
     """A read-only SQLite connection with a time limit, a row cap and a byte cap.
 
@@ -156,7 +189,13 @@ class SQLiteDatabase:
     threads are serialised); ``close()`` ends it.
     """
 
-    dialect = "sqlite"
+    rules = RULES
+    dialect = RULES.dialect
+
+    @classmethod
+    def opens(cls, target: str | Path) -> bool:
+        """A file whose name ends like a SQLite database's (``shop.sqlite``, ``x.db``...)."""
+        return url_scheme(target) is None and Path(target).suffix.lower() in SUFFIXES
 
     def __init__(self, path: str | Path, *, timeout: float = 10.0, max_rows: int = 1000,
                  limits: Limits | None = None):
@@ -165,7 +204,7 @@ class SQLiteDatabase:
         self.max_rows = check_max_rows(max_rows)
         self.limits = limits or Limits()
         config = {"path": _check_file(self.path), "busy_seconds": self.timeout,
-                  "denied": sorted(DENIED_FUNCTIONS), "read_pragmas": sorted(READ_PRAGMAS),
+                  "denied": sorted(self.rules.denied_functions), "read_pragmas": sorted(READ_PRAGMAS),
                   "sqlite_limits": dict(self.limits.sqlite), "memory": self.limits.memory,
                   "heap": self.limits.heap, "temp_file": self.limits.temp_file}
         # A reply holds at most max_bytes of values; pickling adds far less than the same again.

@@ -14,6 +14,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
+from ..db import EngineRules, rules_for
 from ..schema import Schema
 from .store import Record
 
@@ -83,8 +84,9 @@ def _column_found(column: exp.Column, scope, schema: Schema, aliases: set[str]) 
     return False
 
 
-def categorize(record: Record) -> str:
-    """One error category per example, from its scored record."""
+def categorize(record: Record, rules: EngineRules | None = None) -> str:
+    """One error category per example, from its scored record; ``rules`` (the default
+    engine's when None) say how the engine's error messages map to categories."""
     if record.ex:
         return "correct"
     if record.extract_error or record.unsafe:
@@ -92,13 +94,12 @@ def categorize(record: Record) -> str:
     error = (record.exec_error or "").lower()
     if not error:
         return "wrong result"
-    if "time limit" in error:
+    if "time limit" in error:  # slimsql's own messages (db/, sql.py), on every engine
         return "timeout"
-    if "no such column" in error or "ambiguous column" in error:
-        return "unknown column"
-    if "no such table" in error:
-        return "unknown table"
-    if "syntax error" in error or "incomplete input" in error or "could not be parsed" in error:
+    found = (rules or rules_for()).category(error)
+    if found:
+        return found
+    if "could not be parsed" in error:
         return "syntax"
     return "other error"
 
@@ -126,8 +127,8 @@ def _cleaning(records: list[Record]) -> dict[str, int]:
     return counts
 
 
-def summarize(records: list[Record]) -> dict[str, Any]:
-    """Run-level metrics over scored records (one per example)."""
+def summarize(records: list[Record], rules: EngineRules | None = None) -> dict[str, Any]:
+    """Run-level metrics over scored records (one per example); ``rules`` as for :func:`categorize`."""
     scored = [r for r in records if r.scored]
     parsed_gold = [r for r in records if r.em is not None]
     official_gold = [r for r in records if r.em_official is not None]  # absent before rescoring
@@ -139,7 +140,7 @@ def summarize(records: list[Record]) -> dict[str, Any]:
         by_hardness[level] = {"count": len(group), "ex": _rate(r.ex for r in group),
                               "em": _rate(r.em for r in em_group),
                               "em_official": _rate(r.em_official for r in official_group)}
-    categories = {c: sum(categorize(r) == c for r in scored) for c in CATEGORIES}
+    categories = {c: sum(categorize(r, rules) == c for r in scored) for c in CATEGORIES}
     generation = [r.gen_s for r in records if r.gen_s is not None]
     return {
         "examples": len(records),

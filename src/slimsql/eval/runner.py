@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import infer
 from ..backends import Backend, is_concurrent
-from ..db.sqlite import SQLiteDatabase
+from ..db import Engine, open_database
 from ..errors import InputError, SlimsqlError
 from ..schema import Schema
 from . import exact, metrics
@@ -81,15 +81,15 @@ class Databases:
     def __init__(self, settings: infer.Settings):
         self.settings = settings
         self._local = threading.local()
-        self._every: list[SQLiteDatabase] = []  # of all threads, for close()
+        self._every: list[Engine] = []  # of all threads, for close()
         self._lock = threading.Lock()
 
-    def get(self, path: Path) -> SQLiteDatabase:
-        mine: dict[Path, SQLiteDatabase] | None = getattr(self._local, "open", None)
+    def get(self, path: Path) -> Engine:
+        mine: dict[Path, Engine] | None = getattr(self._local, "open", None)
         if mine is None:
             mine = self._local.open = {}
         if path not in mine:
-            mine[path] = SQLiteDatabase(path, timeout=self.settings.timeout, max_rows=self.settings.max_rows)
+            mine[path] = open_database(path, timeout=self.settings.timeout, max_rows=self.settings.max_rows)
             with self._lock:
                 self._every.append(mine[path])
         return mine[path]

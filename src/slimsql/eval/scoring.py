@@ -13,7 +13,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..db.sqlite import SQLiteDatabase
+from ..db import Engine, open_database, rules_for
 from ..errors import QueryError, SlimsqlError, UnsafeSQLError
 from ..schema import Schema
 from . import exact, execution, metrics, official
@@ -43,12 +43,12 @@ class Scorer:
 
     def __init__(self, semantics: str = "spider", timeout: float = 30.0):
         self.semantics, self.timeout = semantics, timeout
-        self._dbs: dict[Path, SQLiteDatabase] = {}
+        self._dbs: dict[Path, Engine] = {}
         self._keys: dict[int, tuple[Schema, dict[str, str]]] = {}
 
-    def db(self, path: Path) -> SQLiteDatabase:
+    def db(self, path: Path) -> Engine:
         if path not in self._dbs:
-            self._dbs[path] = SQLiteDatabase(path, timeout=self.timeout, max_rows=EVAL_MAX_ROWS)
+            self._dbs[path] = open_database(path, timeout=self.timeout, max_rows=EVAL_MAX_ROWS)
         return self._dbs[path]
 
     def _key_map(self, schema: Schema) -> dict[str, str]:
@@ -109,7 +109,7 @@ class Scorer:
             record.ex, record.ts, record.valid, record.em, record.em_official, record.schema_ok = \
                 False, None, False, None, None, None
         record.score_s = round(time.perf_counter() - start, 4)
-        record.category = metrics.categorize(record) if record.scored else None
+        record.category = metrics.categorize(record, rules_for(schema.dialect)) if record.scored else None
         return record
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ the columns of the tables the query uses.
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Sequence
 
 import sqlglot
@@ -24,6 +23,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from ..backends import Message
+from ..db import EngineRules, rules_for
 from ..schema import Schema, quote
 
 
@@ -220,11 +220,6 @@ def _tables_used(sql: str, schema: Schema, dialect: str) -> list[str]:
     return seen
 
 
-# SQLite's wording of the two errors a hint can explain (messages, not SQL: a regex is fine here)
-_NO_COLUMN = re.compile(r"no such column: (?:([^\s.]+)\.)?(\S+)")
-_NO_TABLE = re.compile(r"no such table: (?:[^\s.]+\.)?(\S+)")
-
-
 def _join_keys(schema: Schema, table: str) -> list[str]:
     keys = []
     for t in schema.tables:
@@ -237,11 +232,13 @@ def _join_keys(schema: Schema, table: str) -> list[str]:
     return keys
 
 
-def error_hint(error: str, schema: Schema) -> list[str]:
-    """Where the name the database did not find actually is, from the schema."""
-    found = _NO_COLUMN.search(error)
+def error_hint(error: str, schema: Schema, rules: EngineRules | None = None) -> list[str]:
+    """Where the name the database did not find actually is, from the schema; ``rules`` (those
+    of ``schema.dialect`` when None) say how the engine words a missing column or table."""
+    rules = rules or rules_for(schema.dialect)
+    found = rules.missing("column", error)
     if found:
-        name = found.group(2)
+        name = found.group("name")
         owners = [t for t in schema.tables if any(c.name.lower() == name.lower() for c in t.columns)]
         if owners:
             lines = [f"The column {name} is in table {', '.join(quote(t.name) for t in owners)}."]
@@ -251,11 +248,12 @@ def error_hint(error: str, schema: Schema) -> list[str]:
         near = difflib.get_close_matches(name.lower(), [e.split(".", 1)[1].lower() for e in every], n=3, cutoff=0.6)
         similar = [e for e in every if e.split(".", 1)[1].lower() in near][:3]
         return [f"No table has a column {name}." + (f" Similar columns: {', '.join(similar)}." if similar else "")]
-    found = _NO_TABLE.search(error)
+    found = rules.missing("table", error)
     if found:
-        near = difflib.get_close_matches(found.group(1).lower(), [t.name.lower() for t in schema.tables], n=3)
+        missing = found.group("name")
+        near = difflib.get_close_matches(missing.lower(), [t.name.lower() for t in schema.tables], n=3)
         names = [t.name for t in schema.tables if t.name.lower() in near]
-        return [f"There is no table {found.group(1)}." + (f" Similar tables: {', '.join(names)}." if names else "")]
+        return [f"There is no table {missing}." + (f" Similar tables: {', '.join(names)}." if names else "")]
     return []
 
 
@@ -267,7 +265,7 @@ def repair_messages(messages: Sequence[Message], failed_sql: str, error: str, sc
     for name in _tables_used(failed_sql, schema, dialect):
         table = schema.table(name)
         lines.append(f"{quote(table.name)}({', '.join(quote(c.name) for c in table.columns)})")
-    hint = "".join("\n" + line for line in error_hint(error, schema))
+    hint = "".join("\n" + line for line in error_hint(error, schema, rules_for(dialect)))
     hint += ("\nColumns of the tables it uses:\n" + "\n".join(lines)) if lines else ""
     return [*messages, {"role": "assistant", "content": failed_sql},
             {"role": "user", "content": f"That query failed: {error}{hint}\n"
