@@ -111,16 +111,23 @@ def question_options(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def question_suites(args: argparse.Namespace, folder: Path) -> dict[str, list[tuple[Path, str]]]:
+    """The questions those benchmarks ask: the demo database's (built in ``folder``), and the
+    seeded Spider dev sample where Spider is present."""
+    demo = build_demo(folder / "shop.sqlite")
+    suites = {"demo": [(demo, q) for q in DEMO_QUESTIONS + DEMO_EXTRA]}
+    if spider := spider_sample(args.spider_dbs, args.per_db, args.seed):
+        suites["spider-dev-sample"] = spider
+    return suites
+
+
 def main() -> int:
     parser = question_options(__doc__)
     parser.add_argument("--slimsql", default=DEFAULT_COMMAND,
                         help="the slimsql command to time (e.g. a script running another checkout)")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    demo = build_demo(Path(tmp.name) / "shop.sqlite")
-    suites = {"demo": [(demo, q) for q in DEMO_QUESTIONS + DEMO_EXTRA]}
-    if spider := spider_sample(args.spider_dbs, args.per_db, args.seed):
-        suites["spider-dev-sample"] = spider
+    suites = question_suites(args, Path(tmp.name))
     results = {"benchmark": "slimsql first answer (a new process per question)",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),

@@ -24,11 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-from first_answer import DEFAULT_COMMAND, question_options, run as run_cli
-from latency import DEMO_EXTRA, ROOT, spider_sample, summarize
+from first_answer import DEFAULT_COMMAND, question_options, question_suites, run as run_cli
+from latency import ROOT, summarize
 from serving import rss_mib, server
-
-from slimsql.demo import DEMO_QUESTIONS, build_demo
 
 
 def run_server(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str) -> dict:
@@ -66,10 +64,7 @@ def main() -> int:
     parser.add_argument("--no-cli", dest="cli", action="store_false", help="measure the server only")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    demo = build_demo(Path(tmp.name) / "shop.sqlite")
-    suites = {"demo": [(demo, q) for q in DEMO_QUESTIONS + DEMO_EXTRA]}
-    if spider := spider_sample(args.spider_dbs, args.per_db, args.seed):
-        suites["spider-dev-sample"] = spider
+    suites = question_suites(args, Path(tmp.name))
     results = {"benchmark": "slimsql serve: a question over HTTP vs a new slimsql ask process",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),

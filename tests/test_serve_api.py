@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slimsql import cli
+from slimsql import cliopts as cli_options
 from slimsql.errors import InputError
 from slimsql.infer import Settings
 from slimsql.prompts import MAX_HISTORY
@@ -546,7 +547,10 @@ def test_client_that_disconnects_while_waiting_never_reaches_the_model(watched):
 
 def test_default_host_is_loopback(demo_db):
     args = cli.build_parser().parse_args(["serve", "--db", str(demo_db)])
-    assert args.host == "127.0.0.1" and args.api_key is None and args.cors_origin == []
+    assert args.host == "127.0.0.1" and args.server_key is None and args.cors_origin == []
+    # the server's own key is never a backend option (the generating server's key is another)
+    assert "api_key" not in cli_options.backend_options(
+        cli.build_parser().parse_args(["serve", "--db", str(demo_db), "--api-key", "k"]))
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from rich.text import Text
 
 from . import __version__, display, models
 from .backends import DEFAULT_BACKEND
-from .cliopts import add_answer_options, add_backend_options, backend_options, positive_int, settings_from_args
+from .cliopts import (add_answer_options, add_backend_options, add_model_options, backend_options, positive_int,
+                      settings_from_args)
 from .connection import Connection
 from .demo import DEMO_QUESTIONS, build_demo
 from .db.limits import MAX_ROWS, check_timeout
@@ -34,10 +35,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _connection(args: argparse.Namespace, settings: Settings | None = None,
                 loading: display.ModelLoading | None = None) -> Connection:
-    options = loading.options() if loading else {}
-    if getattr(args, "threads", None):
-        options["n_threads"] = args.threads
-    options.update(backend_options(args))
+    options = {**(loading.options() if loading else {}), **backend_options(args)}
     return Connection(args.db, model=getattr(args, "model", None), backend=getattr(args, "backend", DEFAULT_BACKEND),
                       settings=settings or Settings(max_rows=args.max_rows, timeout=args.timeout),
                       backend_options=options)
@@ -260,23 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer a question with SQL and its result")
     ask.add_argument("question", nargs="*", help="the question (several are answered in turn)")
     db_options(ask)
-    ask.add_argument("--model", help=f"registry name, .gguf path or hub repo id (default {models.DEFAULT_MODEL})")
-    ask.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, openai, or a plugin")
+    add_model_options(ask)
     add_answer_options(ask)
     add_backend_options(ask)
     ask.add_argument("--sql-only", action="store_true", help="print only the SQL")
     ask.add_argument("--trace", action="store_true", help="show every candidate and how the answer was chosen")
-    ask.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     ask.add_argument("--demo-questions", action="store_true", help="ask the built-in demo questions")
     ask.set_defaults(func=cmd_ask)
 
     chat = sub.add_parser("chat", help="a terminal conversation: follow-up questions build on the last answer")
     db_options(chat)
-    chat.add_argument("--model", help=f"registry name, .gguf path or hub repo id (default {models.DEFAULT_MODEL})")
-    chat.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, openai, or a plugin")
+    add_model_options(chat)
     add_answer_options(chat)
     add_backend_options(chat)
-    chat.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     chat.set_defaults(func=cmd_chat)
 
     from .serve.cli import add_parser as add_serve_parser

@@ -58,10 +58,21 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                         "SLIMSQL_OPENAI_API_KEY (or OPENAI_API_KEY), which keeps it out of the process list")
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Which model generates, and how (ask, chat, eval, serve)."""
+    from . import models
+    from .backends import DEFAULT_BACKEND
+
+    p.add_argument("--model", help=f"registry name, .gguf path or hub repo id (default {models.DEFAULT_MODEL})")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, openai, or a plugin")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
+
+
 def backend_options(args: argparse.Namespace) -> dict:
     """The backend constructor's options given on the command line (only those set, so a
     backend's own defaults and environment variables apply otherwise)."""
-    options = {"base_url": getattr(args, "base_url", None), "api_key": getattr(args, "api_key", None)}
+    options = {"n_threads": getattr(args, "threads", None), "base_url": getattr(args, "base_url", None),
+               "api_key": getattr(args, "api_key", None)}
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -8,8 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import display, models
-from ..backends import DEFAULT_BACKEND, backend_class, load_backend
-from ..cliopts import add_answer_options, add_backend_options, backend_options, positive_int, settings_from_args
+from ..backends import backend_class, load_backend
+from ..cliopts import (add_answer_options, add_backend_options, add_model_options, backend_options, positive_int,
+                       settings_from_args)
 from ..errors import InputError
 from . import datasets
 from .compare import compare, to_markdown
@@ -44,10 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.parallel > 1:
         check_parallel(backend_class(args.backend), args.parallel)  # before a model loads
     loading = display.ModelLoading()
-    options = loading.options()
-    if args.threads:
-        options["n_threads"] = args.threads
-    options.update(backend_options(args))
+    options = {**loading.options(), **backend_options(args)}
     try:
         backend = load_backend(args.backend, model=args.model, **options)
     finally:
@@ -115,14 +113,12 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
         p.add_argument("--db", help="database for every record (jsonl)")
         p.add_argument("--db-root", help="folder with <db_id>/<db_id>.sqlite (jsonl)")
         p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-        p.add_argument("--model", help=f"default {models.DEFAULT_MODEL}")
-        p.add_argument("--backend", default=DEFAULT_BACKEND)
+        add_model_options(p)
         p.add_argument("--semantics", default="bird" if name == "bird" else "spider", choices=("spider", "bird"))
         p.add_argument("--limit", type=int, default=None, help="evaluate a seeded sample of this many examples")
         p.add_argument("--db-id", action="append", default=None, help="only the examples of this database (repeatable)")
         add_answer_options(p)  # --seed seeds both the --limit sample and sampling
         p.add_argument("--timeout", type=float, default=30.0, help="per-query time limit (s)")
-        p.add_argument("--threads", type=int, default=None)
         add_backend_options(p)
         p.add_argument("--parallel", type=positive_int, default=1,
                        help="examples generated at once (default 1); above 1 needs a backend that takes "

@@ -45,6 +45,7 @@ class Answer:
     raw: str = ""  # the chosen candidate's text as the model wrote it
     tokens: dict[str, int] = field(default_factory=dict)
     trace: Trace | None = None
+    truncated_by: str = ""  # what cut the rows, when truncated: "rows" or "bytes"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -301,9 +302,9 @@ def _merge(backend: Backend, messages: list[Message], settings: Settings, propos
 
 
 def ask(db: Database, backend: Backend, question: str, settings: Settings,
-        stats: ExtractionStats | None = None, history: Sequence[Turn] = ()) -> Answer:
+        stats: ExtractionStats | None = None, history: Sequence[Turn] = (), schema: Schema | None = None) -> Answer:
     """Answer one question, or raise the error of its first candidate (with ``.trace`` attached)."""
-    solution = solve(db, backend, question, settings, stats, history=history)
+    solution = solve(db, backend, question, settings, stats, schema=schema, history=history)
     if solution.result is None:
         error = solution.error
         error.trace = solution.trace
@@ -311,4 +312,5 @@ def ask(db: Database, backend: Backend, question: str, settings: Settings,
     winner, result = solution.trace.winner, solution.result
     return Answer(question=solution.question, sql=winner.sql, columns=result.columns, rows=result.rows,
                   truncated=result.truncated, model=backend.model_name, timings=solution.timings,
-                  fixes=winner.fixes, raw=winner.raw, tokens=solution.tokens(), trace=solution.trace)
+                  fixes=winner.fixes, raw=winner.raw, tokens=solution.tokens(), trace=solution.trace,
+                  truncated_by=result.truncated_by)

@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import os
 
-from ..cliopts import add_answer_options, positive_int, settings_from_args
+from ..cliopts import add_answer_options, add_model_options, backend_options, positive_int, settings_from_args
 from ..errors import InputError
 
 LOOPBACK_NAMES = ("localhost",)
@@ -24,14 +24,12 @@ def is_loopback(host: str) -> bool:
 
 
 def add_parser(sub, db_limits) -> None:
-    from ..backends import DEFAULT_BACKEND
-
     p = sub.add_parser("serve", help="serve the HTTP API and the web page (one model, many clients)")
     p.add_argument("--db", action="append", required=True,
                    help="SQLite database to serve (repeat for more); requests name it by its file stem")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None,
+    p.add_argument("--api-key", dest="server_key", default=None,
                    help="require this X-API-Key header (default: $SLIMSQL_API_KEY); needed to bind beyond loopback")
     p.add_argument("--cors-origin", action="append", default=[],
                    help="allow browser calls from this origin (default: none)")
@@ -41,12 +39,10 @@ def add_parser(sub, db_limits) -> None:
                    help="read-only connections per database (default 4)")
     p.add_argument("--no-warm", dest="warm", action="store_false",
                    help="do not evaluate the schema prompts at start")
-    p.add_argument("--model", help="registry name, .gguf path or hub repo id")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, help="llama-cpp (default), transformers, openai, or a plugin")
+    add_model_options(p)
     p.add_argument("--base-url", default=None,
                    help="with --backend openai: the server that generates (its key, if any, from "
                         "$SLIMSQL_OPENAI_API_KEY; --api-key is this server's own key)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     db_limits(p)
     add_answer_options(p)
     p.set_defaults(func=cmd_serve)
@@ -63,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..backends import load_backend
     from .service import Service, database_names
 
-    api_key = args.api_key or os.environ.get("SLIMSQL_API_KEY") or None
+    api_key = args.server_key or os.environ.get("SLIMSQL_API_KEY") or None
     loopback = is_loopback(args.host)
     if not loopback and not api_key:
         raise InputError(f"binding to {args.host} opens the server to other machines: give an API key "
@@ -75,11 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, max_rows=args.max_rows, timeout=args.timeout)
     databases = database_names(args.db)
     loading = display.ModelLoading()
-    options = loading.options()
-    if args.threads:
-        options["n_threads"] = args.threads
-    if args.base_url:
-        options["base_url"] = args.base_url
+    options = {**loading.options(), **backend_options(args)}  # --api-key is this server's: never sent on
     try:
         backend = load_backend(args.backend, model=args.model, **options)
     finally:

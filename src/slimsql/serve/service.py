@@ -1,7 +1,7 @@
 """What the server does, without HTTP: one model behind many clients, the same road as the CLI.
 
 :class:`Service` holds the databases named at start (only those: a request names a
-database, never a path) and one backend. Every question runs :func:`slimsql.infer.solve`,
+database, never a path) and one backend. Every question runs :func:`slimsql.infer.ask`,
 exactly as ``slimsql ask`` does; every hand-written query runs through the same read-only
 layer as ``slimsql sql``.
 
@@ -371,18 +371,12 @@ class Service:
         with self.gate.admit():
             db = PooledDatabase(served, cancelled, rows, seconds)
             backend = GatedBackend(self.backend, self.gate, cancelled)
-            solution = infer.solve(db, backend, question, settings, schema=served.schema, history=history)
-        if solution.result is None:
-            error = solution.error
-            error.trace = solution.trace
-            raise error
-        winner, result = solution.trace.winner, solution.result
-        timings = dict(solution.timings)
-        timings["wall"] = round(time.perf_counter() - start, 4)
-        return {"db": name, "question": question, "sql": winner.sql, "columns": list(result.columns),
-                "rows": json_rows(result.rows), "truncated": result.truncated,
-                "truncated_by": result.truncated_by, "model": self.backend.model_name, "timings": timings,
-                "tokens": solution.tokens(), "trace": solution.trace.to_dict()}
+            answer = infer.ask(db, backend, question, settings, schema=served.schema, history=history)
+        timings = {**answer.timings, "wall": round(time.perf_counter() - start, 4)}
+        return {"db": name, "question": question, "sql": answer.sql, "columns": list(answer.columns),
+                "rows": json_rows(answer.rows), "truncated": answer.truncated,
+                "truncated_by": answer.truncated_by, "model": answer.model, "timings": timings,
+                "tokens": answer.tokens, "trace": answer.trace.to_dict()}
 
     def run_sql(self, name: str, sql: str, *, max_rows: int | None = None, timeout: float | None = None,
                 cancelled: threading.Event | None = None) -> dict[str, Any]:
