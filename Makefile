@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DB     ?= shop.sqlite
 
-.PHONY: demo setup setup-transformers setup-browser serve test bench clean
+.PHONY: demo setup setup-transformers setup-browser setup-postgres serve test bench clean
 
 demo: setup $(DB)                       ## set up, build the demo DB, answer the demo questions
 	$(BIN)/slimsql models --prepare qwen2.5-coder-0.5b
@@ -26,6 +26,9 @@ setup-transformers: setup               ## the transformers backend (CPU torch)
 
 setup-browser:                          ## Debian's chromium for the page's browser tests (root, apt-get)
 	scripts/install-browser.sh
+
+setup-postgres:                         ## a PostgreSQL server for the PostgreSQL tests (Debian packages, root, apt-get)
+	scripts/install-postgres.sh
 
 serve: setup $(DB)                      ## the API and the web page on the demo database: http://127.0.0.1:8000
 	$(BIN)/slimsql serve --db $(DB)

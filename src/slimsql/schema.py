@@ -36,6 +36,7 @@ class Column:
     primary_key: bool = False
     default: Any = None
     samples: tuple[Any, ...] = ()
+    comment: str = ""  # the database's own description of the column (e.g. PostgreSQL COMMENT ON)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Table:
     columns: tuple[Column, ...]
     foreign_keys: tuple[ForeignKey, ...] = ()
     kind: str = "table"  # or "view"
+    comment: str = ""  # the database's own description of the table
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -86,6 +88,12 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    """A description as one short line (it sits in a SQL comment of the prompt)."""
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _ref_columns(schema: Schema, key: ForeignKey) -> tuple[str, ...]:
     if key.ref_columns:
         return key.ref_columns
@@ -107,7 +115,8 @@ def render_create(schema: Schema, *, samples: bool = True) -> str:
                 text += " PRIMARY KEY"
             elif not col.nullable:
                 text += " NOT NULL"
-            lines.append([text, ", ".join(_literal(v) for v in col.samples) if samples and col.samples else ""])
+            example = "e.g. " + ", ".join(_literal(v) for v in col.samples) if samples and col.samples else ""
+            lines.append([text, "; ".join(p for p in (_one_line(col.comment), example) if p)])
         if len(pk) > 1:
             lines.append([f"  PRIMARY KEY ({', '.join(quote(c) for c in pk)})", ""])
         for key in table.foreign_keys:
@@ -117,9 +126,10 @@ def render_create(schema: Schema, *, samples: bool = True) -> str:
         body = []
         for i, (text, example) in enumerate(lines):
             comma = "," if i < len(lines) - 1 else ""
-            body.append(f"{text}{comma}" + (f" -- e.g. {example}" if example else ""))
+            body.append(f"{text}{comma}" + (f" -- {example}" if example else ""))
         kind = "VIEW" if table.kind == "view" else "TABLE"
-        blocks.append(f"CREATE {kind} {quote(table.name)} (\n" + "\n".join(body) + "\n);")
+        about = f"-- {_one_line(table.comment)}\n" if table.comment.strip() else ""
+        blocks.append(f"{about}CREATE {kind} {quote(table.name)} (\n" + "\n".join(body) + "\n);")
     return "\n\n".join(blocks)
 
 

@@ -25,7 +25,8 @@ __all__ = ["Database", "Engine", "EngineRules", "Result", "open_database", "engi
 
 #: The engines slimsql ships (also registered as entry points, so ``available`` lists them).
 #: Loading one of these skips the scan of every installed package's metadata.
-BUILTIN = {"sqlite": "slimsql.db.sqlite:SQLiteDatabase"}
+BUILTIN = {"sqlite": "slimsql.db.sqlite:SQLiteDatabase", "postgres": "slimsql.db.postgres:PostgresDatabase",
+           "duckdb": "slimsql.db.duckdb:DuckDBDatabase", "files": "slimsql.db.duckdb:FilesDatabase"}
 #: The engine for a file no other engine claims, and for rules asked of no dialect.
 DEFAULT_ENGINE = "sqlite"
 
