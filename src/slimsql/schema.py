@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# SQLite's keywords (https://www.sqlite.org/lang_keywords.html); quoting only these keeps
+# SQLite's keywords (https://www.sqlite.org/lang_keywords.html) and PostgreSQL's reserved ones
+# (its documentation's SQL Key Words appendix); quoting only these keeps
 # ordinary names like ``date`` or ``year`` unquoted in prompts.
 _KEYWORDS = frozenset("""
 ABORT ACTION ADD AFTER ALL ALTER ALWAYS ANALYZE AND AS ASC ATTACH AUTOINCREMENT BEFORE BEGIN BETWEEN BY
@@ -25,7 +27,12 @@ NOTNULL NULL NULLS OF OFFSET ON OR ORDER OTHERS OUTER OVER PARTITION PLAN PRAGMA
 RAISE RANGE RECURSIVE REFERENCES REGEXP REINDEX RELEASE RENAME REPLACE RESTRICT RETURNING RIGHT ROLLBACK
 ROW ROWS SAVEPOINT SELECT SET TABLE TEMP TEMPORARY THEN TIES TO TRANSACTION TRIGGER UNBOUNDED UNION
 UNIQUE UPDATE USING VACUUM VALUES VIEW VIRTUAL WHEN WHERE WINDOW WITH WITHOUT
-""".split())
+""".split()) | frozenset("""
+ANALYSE ANY ARRAY ASYMMETRIC AUTHORIZATION BINARY BOTH COLLATION CONCURRENTLY CURRENT_CATALOG CURRENT_ROLE
+CURRENT_SCHEMA CURRENT_USER FALSE FETCH FREEZE GRANT ILIKE LATERAL LEADING LOCALTIME LOCALTIMESTAMP ONLY
+OVERLAPS PLACING SESSION_USER SIMILAR SOME SYMMETRIC SYSTEM_USER TABLESAMPLE TRAILING TRUE USER VARIADIC
+VERBOSE
+""".split())  # PostgreSQL's reserved key words not reserved in SQLite
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,11 @@ class Schema:
         return [t.name for t in self.tables]
 
 
-def quote(name: str) -> str:
-    """Quote an identifier only where SQL needs it (odd characters, keywords)."""
-    if _PLAIN.match(name) and name.upper() not in _KEYWORDS:
+def quote(name: str, dialect: str = "sqlite") -> str:
+    """Quote an identifier only where SQL needs it: odd characters, keywords (SQLite's and
+    PostgreSQL's reserved words, so a prompt reads the same for every engine), and on
+    PostgreSQL, which folds unquoted names to lower case, any upper-case letter."""
+    if _PLAIN.match(name) and name.upper() not in _KEYWORDS and not (dialect == "postgres" and name != name.lower()):
         return name
     return '"' + name.replace('"', '""') + '"'
 
@@ -103,12 +112,13 @@ def _ref_columns(schema: Schema, key: ForeignKey) -> tuple[str, ...]:
 
 def render_create(schema: Schema, *, samples: bool = True) -> str:
     """CREATE TABLE statements, sample values as trailing comments."""
+    q = partial(quote, dialect=schema.dialect)
     blocks = []
     for table in schema.tables:
         pk = table.primary_key
         lines = []
         for col in table.columns:
-            text = f"  {quote(col.name)}"
+            text = f"  {q(col.name)}"
             if col.type:
                 text += f" {col.type}"
             if col.primary_key and len(pk) == 1:
@@ -118,35 +128,36 @@ def render_create(schema: Schema, *, samples: bool = True) -> str:
             example = "e.g. " + ", ".join(_literal(v) for v in col.samples) if samples and col.samples else ""
             lines.append([text, "; ".join(p for p in (_one_line(col.comment), example) if p)])
         if len(pk) > 1:
-            lines.append([f"  PRIMARY KEY ({', '.join(quote(c) for c in pk)})", ""])
+            lines.append([f"  PRIMARY KEY ({', '.join(q(c) for c in pk)})", ""])
         for key in table.foreign_keys:
             refs = _ref_columns(schema, key)
-            target = quote(key.ref_table) + (f" ({', '.join(quote(c) for c in refs)})" if refs else "")
-            lines.append([f"  FOREIGN KEY ({', '.join(quote(c) for c in key.columns)}) REFERENCES {target}", ""])
+            target = q(key.ref_table) + (f" ({', '.join(q(c) for c in refs)})" if refs else "")
+            lines.append([f"  FOREIGN KEY ({', '.join(q(c) for c in key.columns)}) REFERENCES {target}", ""])
         body = []
         for i, (text, example) in enumerate(lines):
             comma = "," if i < len(lines) - 1 else ""
             body.append(f"{text}{comma}" + (f" -- {example}" if example else ""))
         kind = "VIEW" if table.kind == "view" else "TABLE"
         about = f"-- {_one_line(table.comment)}\n" if table.comment.strip() else ""
-        blocks.append(f"{about}CREATE {kind} {quote(table.name)} (\n" + "\n".join(body) + "\n);")
+        blocks.append(f"{about}CREATE {kind} {q(table.name)} (\n" + "\n".join(body) + "\n);")
     return "\n\n".join(blocks)
 
 
 def render_compact(schema: Schema, *, samples: bool = False) -> str:
     """One line per table: ``name(col TYPE PK, ...)``, then the join keys."""
+    q = partial(quote, dialect=schema.dialect)
     lines, joins = [], []
     for table in schema.tables:
         cols = []
         for col in table.columns:
-            text = quote(col.name) + (f" {col.type}" if col.type else "") + (" PK" if col.primary_key else "")
+            text = q(col.name) + (f" {col.type}" if col.type else "") + (" PK" if col.primary_key else "")
             if samples and col.samples:
                 text += " e.g. " + "/".join(_literal(v) for v in col.samples)
             cols.append(text)
-        lines.append(f"{quote(table.name)}({', '.join(cols)})")
+        lines.append(f"{q(table.name)}({', '.join(cols)})")
         for key in table.foreign_keys:
             for src, dst in zip(key.columns, _ref_columns(schema, key)):
-                joins.append(f"{quote(table.name)}.{quote(src)} = {quote(key.ref_table)}.{quote(dst)}")
+                joins.append(f"{q(table.name)}.{q(src)} = {q(key.ref_table)}.{q(dst)}")
     if joins:
         lines.append("Joins: " + "; ".join(joins))
     return "\n".join(lines)

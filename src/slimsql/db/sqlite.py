@@ -95,6 +95,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from sqlglot.dialects.sqlite import SQLite
@@ -152,6 +153,23 @@ def _open_error(path: Path, kind: str, message: str) -> DatabaseError:
         return DatabaseError(f"cannot open {shown(path)}: an interrupted write left {shown(journal.name)} beside it; "
                              "slimsql never writes, so open it once with the sqlite3 tool to finish the recovery")
     return DatabaseError(f"cannot open {shown(path)} as SQLite: {message}")
+
+
+def ddl_comments(create_sql: str) -> dict[str, str]:
+    """column -> comment of a CREATE TABLE text (``-- ...`` or ``/* ... */`` after a column)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(create_sql, read="sqlite")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError, RecursionError):
+        return {}
+    return {c.name: " ".join(" ".join(c.comments).split()) for c in tree.find_all(exp.ColumnDef) if c.comments}
+
+
+def _described(table: Table, notes: dict[str, str]) -> Table:
+    columns = tuple(replace(c, comment=notes[c.name]) if notes.get(c.name) else c for c in table.columns)
+    return replace(table, columns=columns)
 
 
 class _CheckedSQLite(SQLite):
@@ -312,13 +330,28 @@ class SQLiteDatabase:
         if reply[0] != "ok":
             raise DatabaseError(f"cannot read the schema of {shown(self.path)}: {reply[2]}")
         tables, skipped = [], []
+        notes = self._comments()
         for name, kind, info, keys, problem in reply[1]:
             if problem:
                 skipped.append((name, problem))
                 continue
-            tables.append(self._table(name, kind, info, keys, samples))
+            table = self._table(name, kind, info, keys, samples)
+            if name in notes:
+                table = _described(table, notes[name])
+            tables.append(table)
         self.skipped = skipped
         return Schema(tables=tuple(tables), dialect=self.dialect)
+
+    def _comments(self) -> dict[str, dict[str, str]]:
+        """table -> column -> the comment written beside it in its CREATE TABLE text ("" for the
+        table's own), for the tables whose text has comments (SQLite keeps the text as written)."""
+        try:
+            rows = self._run("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql IS NOT NULL "
+                             "AND (instr(sql, '--') > 0 OR instr(sql, '/*') > 0)", max_rows=10_000,
+                             timeout=min(self.timeout, SAMPLE_SECONDS)).rows
+        except QueryError:
+            return {}
+        return {name: found for name, text in rows if (found := ddl_comments(text))}
 
     def _table(self, name: str, kind: str, info: list, keys: list, samples: int) -> Table:
         info = [row[1:] for row in info]

@@ -12,16 +12,23 @@ from ..backends import backend_class, load_backend
 from ..cliopts import (add_answer_options, add_backend_options, add_model_options, backend_options, positive_int,
                        settings_from_args)
 from ..errors import InputError
-from . import datasets
+from . import datasets, sqleval
 from .compare import compare, to_markdown
 from .report import write_report
 from ..infer import DEFAULT_PRESET
-from .runner import RunConfig, check_parallel, rescore, run
+from .runner import SEMANTICS, RunConfig, check_parallel, rescore, run
 
 DEFAULT_SPIDER = Path("../shared/benchmarks/spider")  # relative to the repository root, as in the README
+DEFAULT_SQLEVAL = Path("../shared/benchmarks/sql-eval")
 
 
 def _load(args: argparse.Namespace) -> datasets.Dataset:
+    if args.format == "sql-eval":
+        questions = getattr(args, "questions", None) or (args.split.rsplit("-", 1)[0] if "-" in args.split
+                                                          else "questions_gen")
+        engine = "postgres" if args.db else "sqlite"
+        return sqleval.load(args.data or DEFAULT_SQLEVAL, engine=engine, server=args.db,
+                            cache=getattr(args, "cache", None), questions=questions)
     if args.format == "spider":
         return datasets.load_spider(args.data or DEFAULT_SPIDER, args.split)
     if args.format == "bird":
@@ -76,6 +83,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         raise InputError(f"{args.run} is not a run folder (no config.json)")
     config = RunConfig(**json.loads(saved.read_text()))
     args.format = {"create-context": "context"}.get(config.dataset, config.dataset)
+    if args.format == "sql-eval" and config.split.endswith("-postgres") and not args.db:
+        raise InputError("this run was on PostgreSQL: give --db with the server's URL")
     args.split, args.out = config.split, args.run
     summary = rescore(_load(args).only(config.db_ids).sample(config.limit, config.seed), Path(args.run), config)
     write_report(args.run)
@@ -104,17 +113,27 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
     for name, help_text in (("spider", "Spider (dev.json, tables.json, database/)"),
                             ("bird", "BIRD (dev.json with evidence, dev_databases/)"),
                             ("jsonl", "generic JSONL: question + sql, with --db or per-record db"),
-                            ("context", "sql-create-context style: CREATE TABLE context + question + answer")):
+                            ("context", "sql-create-context style: CREATE TABLE context + question + answer"),
+                            ("sql-eval", "defog sql-eval: on a PostgreSQL server (--db URL) or on SQLite files "
+                                         "built from its dumps (no --db)")):
         p = kinds.add_parser(name, help=help_text)
         p.set_defaults(func=cmd_run, format=name)
-        p.add_argument("--data", help="benchmark folder or file" + (" (default ../shared/benchmarks/spider)"
-                                                                   if name == "spider" else ""))
+        default = {"spider": DEFAULT_SPIDER, "sql-eval": DEFAULT_SQLEVAL}.get(name)
+        p.add_argument("--data", help="benchmark folder or file" + (f" (default {default})" if default else ""))
         p.add_argument("--split", default="dev")
-        p.add_argument("--db", help="database for every record (jsonl)")
+        if name == "sql-eval":
+            p.add_argument("--db", help="PostgreSQL server URL holding the sql-eval databases (each question's "
+                                        "database replaces the URL's); without it, SQLite files built from the dumps")
+            p.add_argument("--questions", default="questions_gen", choices=sqleval.QUESTION_SETS,
+                           help="question set (default questions_gen: 210 questions)")
+            p.add_argument("--cache", help=f"folder for the SQLite files (default {sqleval.DEFAULT_CACHE})")
+        else:
+            p.add_argument("--db", help="database for every record (jsonl)")
         p.add_argument("--db-root", help="folder with <db_id>/<db_id>.sqlite (jsonl)")
         p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
         add_model_options(p)
-        p.add_argument("--semantics", default="bird" if name == "bird" else "spider", choices=("spider", "bird"))
+        p.add_argument("--semantics", default={"bird": "bird", "sql-eval": "sqleval"}.get(name, "spider"),
+                       choices=SEMANTICS)
         p.add_argument("--limit", type=int, default=None, help="evaluate a seeded sample of this many examples")
         p.add_argument("--db-id", action="append", default=None, help="only the examples of this database (repeatable)")
         add_answer_options(p)  # --seed seeds both the --limit sample and sampling

@@ -34,6 +34,10 @@ from .datasets import Dataset, Example
 from .scoring import EVAL_MAX_ROWS, Scorer  # noqa: F401  (Scorer: part of this module's API)
 from .store import Record, RunFolder, load_records  # noqa: F401  (load_records: part of this module's API)
 
+#: How results are compared: Spider's test-suite rule, BIRD's set rule, defog sql-eval's subset rule.
+SEMANTICS = ("spider", "bird", "sqleval")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What a run evaluates; written to config.json so a resume cannot mix runs.
@@ -59,8 +63,8 @@ class RunConfig:
     db_ids: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.semantics not in ("spider", "bird"):
-            raise InputError(f"--semantics must be spider or bird, got {self.semantics!r}")
+        if self.semantics not in SEMANTICS:
+            raise InputError(f"--semantics must be one of {', '.join(SEMANTICS)}, got {self.semantics!r}")
 
     @classmethod
     def for_settings(cls, settings: infer.Settings, **fields: Any) -> "RunConfig":

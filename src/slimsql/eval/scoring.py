@@ -16,7 +16,7 @@ from pathlib import Path
 from ..db import Engine, open_database, rules_for
 from ..errors import QueryError, SlimsqlError, UnsafeSQLError
 from ..schema import Schema
-from . import exact, execution, metrics, official
+from . import exact, execution, metrics, official, sqleval
 from .datasets import Example
 from .store import Record
 
@@ -62,6 +62,8 @@ class Scorer:
         return self.db(path).execute(sql).rows
 
     def score_sql(self, example: Example, schema: Schema, pred_sql: str | None) -> Score:
+        if self.semantics == "sqleval":
+            return self._score_sqleval(example, schema, pred_sql)
         gold_sql, keys = example.gold_sql, self._key_map(schema)
         try:
             gold_query = exact.parse_query(gold_sql, schema, keys)  # parsed once: hardness and EM
@@ -98,6 +100,31 @@ class Scorer:
                                         semantics=self.semantics) if suite else None
         return Score(ex=ex, valid=True, em=em, em_official=em_official, ts=ts, schema_ok=schema_ok,
                      hardness=hardness)
+
+    def _score_sqleval(self, example: Example, schema: Schema, pred_sql: str | None) -> Score:
+        """sql-eval: right when the result matches that of any of the gold cell's alternatives
+        (alternatives that fail to run are skipped; all failing is a gold error). No exact
+        match or hardness: those are Spider's."""
+        path, golds, error = example.db_paths[0], [], None
+        for gold_sql in sqleval.expand_gold(example.gold_sql):
+            try:
+                golds.append(self._rows(path, gold_sql))
+            except SlimsqlError as err:
+                error = error or str(err)
+        if not golds:
+            return Score(gold_error=error or "the gold cell holds no query")
+        if pred_sql is None:
+            return Score(schema_ok=False)
+        schema_ok = metrics.schema_adherence(pred_sql, schema)
+        try:
+            predicted = self._rows(path, pred_sql)
+        except UnsafeSQLError as err:
+            return Score(schema_ok=schema_ok, unsafe=str(err))
+        except QueryError as err:
+            return Score(schema_ok=schema_ok, exec_error=str(err))
+        ordered = execution.sqleval_ordered(example.question, example.difficulty)
+        ex = any(execution.sqleval_match(gold, predicted, ordered=ordered) for gold in golds)
+        return Score(ex=ex, valid=True, schema_ok=schema_ok)
 
     def score(self, example: Example, schema: Schema, record: Record) -> Record:
         """Fill a run record with the score of its ``pred_sql``."""

@@ -24,7 +24,7 @@ from ..errors import InputError, Interrupted, NoSQLError, QueryError, QueryTimeo
 from ..prompts import Turn, get_style
 from ..schema import Schema
 from ..sql import ExtractionStats, extract
-from . import choose, repair  # linking and grammar load only when a setting asks (process start)
+from . import choose, dialects, repair  # linking and grammar load only when a setting asks (process start)
 from .settings import Settings
 from .trace import Trace, Trial
 
@@ -195,15 +195,24 @@ class _Runner:
         if trial.sql is None:
             self.errors[trial.index] = NoSQLError(trial.error or "no SQL")
             return
+        engine = self.schema.dialect
+        moved = dialects.foreign(trial.sql, engine)  # the model wrote another dialect's functions
+        if moved is not None:
+            trial.extracted, trial.sql = trial.sql, moved[0]
+            trial.repairs += (f"transpiled from {moved[1]} to {engine}",)
         result, error = self._execute(trial.sql)
         if error is not None and self.settings.fix and isinstance(error, QueryError) \
                 and not isinstance(error, QueryTimeout):
-            fixed = repair.fix_identifiers(trial.sql, self.schema, self.schema.dialect)
-            if fixed is not None:
-                again, again_error = self._execute(fixed[0])
+            fixed = repair.fix_identifiers(trial.sql, self.schema, engine)
+            spellings = [fixed] if fixed is not None else []
+            spellings += [(sql, (note,)) for sql, note in dialects.rewrites(trial.sql, engine)]
+            for sql, changes in spellings:  # the first that runs is kept
+                again, again_error = self._execute(sql)
                 if again_error is None:
-                    trial.extracted, trial.sql, trial.repairs = trial.sql, fixed[0], fixed[1]
+                    trial.extracted = trial.extracted or trial.sql
+                    trial.sql, trial.repairs = sql, trial.repairs + changes
                     result, error = again, None
+                    break
         if error is not None:
             trial.error = str(error)
             trial.error_kind = next((kind for cls, kind in _KINDS if isinstance(error, cls)), "error")

@@ -79,6 +79,11 @@ class _Names:
     def __init__(self, schema: Schema):
         self.tables = {t.name.lower(): t.name for t in schema.tables}
         self.columns = {t.name.lower(): {c.name.lower(): c.name for c in t.columns} for t in schema.tables}
+        self.dialect = schema.dialect
+
+    def identifier(self, real: str) -> exp.Identifier:
+        """``real`` as an identifier, quoted where the schema's dialect needs it."""
+        return exp.to_identifier(real, quoted=quote(real, self.dialect) != real)
 
 
 def _scope_tables(scope: Scope, names: _Names) -> dict[str, str]:
@@ -110,7 +115,7 @@ def _fix_tables(tree: exp.Expression, names: _Names, changes: list[str]) -> None
             continue
         real = closest(name, list(names.tables.values()))
         if real:
-            table.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+            table.set("this", names.identifier(real))
             changes.append(f"{name} -> {real}")
 
 
@@ -137,7 +142,7 @@ def _fix_column(column: exp.Column, scope: Scope, tables: dict[str, str], names:
             return
         real = closest(name, list(names.columns[table].values()))
         if real:
-            column.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+            column.set("this", names.identifier(real))
             changes.append(f"{qualifier}.{name} -> {qualifier}.{real}")
         return
     if any(low in names.columns[t] for t in tables.values()):
@@ -149,7 +154,7 @@ def _fix_column(column: exp.Column, scope: Scope, tables: dict[str, str], names:
     options = {real: t for t in set(tables.values()) for real in names.columns[t].values()}
     real = closest(name, list(options))
     if real:
-        column.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+        column.set("this", names.identifier(real))
         changes.append(f"{name} -> {real}")
 
 
@@ -173,7 +178,7 @@ def _fix_single_table(scope: Scope, names: _Names, changes: list[str]) -> None:
     if len(owners) == 1:
         real = names.tables[owners[0]]
         changes.append(f"{source.name} -> {real}")
-        source.set("this", exp.to_identifier(real, quoted=quote(real) != real))
+        source.set("this", names.identifier(real))
 
 
 def _written(scope: Scope, alias_lower: str) -> str:
