@@ -26,7 +26,7 @@ SRC = ROOT / "src" / "slimsql"
 class FakeEngine:
     """A third-party engine as a plugin would ship it: opens fake:// URLs."""
 
-    rules = EngineRules(name="fake", display_name="Fake", dialect="duckdb", time_limit="none: it answers at once",
+    rules = EngineRules(name="fake", display_name="Fake", dialect="snowflake", time_limit="none: it answers at once",
                         denied_functions=frozenset({"read_csv"}), denied_statements=frozenset({"Pivot"}),
                         error_categories=(("unknown thing", "unknown column"),),
                         missing_column=r'column "(?P<name>[^"]+)" does not exist')
@@ -75,11 +75,11 @@ def test_sqlite_is_found_by_name_dialect_and_file(demo_db):
 
 
 def test_unknown_scheme_and_name_are_one_line_input_errors():
-    with pytest.raises(InputError, match=r"^no database engine opens postgres:// URLs; installed engines: .*sqlite$"
+    with pytest.raises(InputError, match=r"^no database engine opens mysql:// URLs; installed engines: .*sqlite$"
                        ) as info:
-        db.open_database("postgres://user:secret@host/db")
+        db.open_database("mysql://user:secret@host/db")
     assert "secret" not in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(InputError, match="unknown database engine 'nope'; installed engines: sqlite"):
+    with pytest.raises(InputError, match="unknown database engine 'nope'; installed engines: duckdb, files, postgres, sqlite"):
         db.engine_class("nope")
     with pytest.raises(InputError, match="no database engine for dialect 'tsql'"):
         db.rules_for("tsql")
@@ -88,9 +88,9 @@ def test_unknown_scheme_and_name_are_one_line_input_errors():
 def test_a_plugin_engine_is_found_by_its_scheme_and_opened(with_plugin, demo_db):
     opened = db.open_database("fake://somewhere", timeout=3.0, max_rows=7)
     assert isinstance(opened, FakeEngine) and (opened.timeout, opened.max_rows) == (3.0, 7)
-    assert db.engine_class("fake") is FakeEngine and db.rules_for("duckdb") is FakeEngine.rules
+    assert db.engine_class("fake") is FakeEngine and db.rules_for("fake") is FakeEngine.rules
     assert db.engine_for(demo_db) is db.engine_class("sqlite")  # files stay SQLite's
-    with pytest.raises(InputError, match="installed engines: fake, sqlite"):
+    with pytest.raises(InputError, match="installed engines: duckdb, fake, files, postgres, sqlite"):
         db.open_database("mysql://host/db")
     # the allow-list takes the plugin's denied functions and statements, not SQLite's
     with pytest.raises(UnsafeSQLError, match=r"function read_csv\(\) is not allowed"):
