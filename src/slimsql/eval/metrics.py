@@ -140,7 +140,11 @@ def summarize(records: list[Record], rules: EngineRules | None = None) -> dict[s
         by_hardness[level] = {"count": len(group), "ex": _rate(r.ex for r in group),
                               "em": _rate(r.em for r in em_group),
                               "em_official": _rate(r.em_official for r in official_group)}
-    categories = {c: sum(categorize(r, rules) == c for r in scored) for c in CATEGORIES}
+    by_label = {label: {"count": len(group), "ex": _rate(r.ex for r in group)}
+                for label in sorted({r.label for r in scored if r.label})
+                for group in [[r for r in scored if r.label == label]]}
+    # a record keeps the category its engine's rules gave it when scored; older records get one here
+    categories = {c: sum((r.category or categorize(r, rules)) == c for r in scored) for c in CATEGORIES}
     generation = [r.gen_s for r in records if r.gen_s is not None]
     return {
         "examples": len(records),
@@ -157,6 +161,7 @@ def summarize(records: list[Record], rules: EngineRules | None = None) -> dict[s
         "strict_format": _rate(r.strict for r in records if r.generated),
         "cleaning": _cleaning(records),
         "by_hardness": by_hardness,
+        "by_label": by_label,  # the benchmark's own labels (BIRD difficulty, sql-eval category)
         "categories": categories,
         "latency_s": {"generation": _seconds(generation),
                       "scoring": _seconds([r.score_s for r in records if r.score_s is not None])},

@@ -30,16 +30,7 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], list[Record]]:
     return summary, records
 
 
-def _plots(summary: dict[str, Any], records: list[Record], folder: Path) -> list[Path]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []  # plots need the eval extra; the tables are still written
-    files = []
-    levels = metrics.HARDNESS
+def _hardness_plot(plt, summary: dict[str, Any], levels, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ex = [100 * (summary["by_hardness"][lv]["ex"] or 0) for lv in levels]
     em = [100 * (summary["by_hardness"][lv]["em"] or 0) for lv in levels]
@@ -52,9 +43,24 @@ def _plots(summary: dict[str, Any], records: list[Record], folder: Path) -> list
     ax.set_xticks(list(xs), [f"{lv}\n(n={summary['by_hardness'][lv]['count']})" for lv in levels])
     ax.set_ylabel("%"), ax.set_ylim(0, 100), ax.legend(), ax.set_title("Accuracy by Spider hardness")
     fig.tight_layout()
-    files.append(folder / "accuracy_by_hardness.png")
-    fig.savefig(files[-1], dpi=110)
+    path = folder / "accuracy_by_hardness.png"
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def _plots(summary: dict[str, Any], records: list[Record], folder: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []  # plots need the eval extra; the tables are still written
+    files = []
+    levels = metrics.HARDNESS
+    if any(summary["by_hardness"][lv]["count"] for lv in levels):  # Spider's hardness (none for sql-eval)
+        files.append(_hardness_plot(plt, summary, levels, folder))
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     cats = [c for c in metrics.CATEGORIES if c != "correct"]
@@ -96,6 +102,7 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
     ]
     hardness = [[lv, str(v["count"]), _pct(v["ex"]), _pct(v["em"]), _pct(v.get("em_official"))]
                 for lv, v in summary["by_hardness"].items()]
+    labels = [[label, str(v["count"]), _pct(v["ex"])] for label, v in summary.get("by_label", {}).items()]
     categories = [[c, str(n)] for c, n in summary["categories"].items()]
     cleaning = [[k, str(v)] for k, v in summary.get("cleaning", {}).items()]
     t, lat = summary.get("timing", {}), summary["latency_s"]
@@ -108,9 +115,13 @@ def _tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str
         ["prompt / completion tokens (mean)",
          f"{summary['tokens']['prompt_mean']} / {summary['tokens']['completion_mean']}"],
     ]
-    return [("Overview", ["metric", "value"], overview),
-            ("By hardness", ["hardness", "examples", "EX", "EM (normalized)", "EM (official-compatible)"], hardness),
-            ("Error categories", ["category", "examples"], categories),
+    tables = [("Overview", ["metric", "value"], overview)]
+    if any(v["count"] for v in summary["by_hardness"].values()):  # Spider's hardness; none for sql-eval
+        tables.append(("By hardness", ["hardness", "examples", "EX", "EM (normalized)", "EM (official-compatible)"],
+                       hardness))
+    if labels:
+        tables.append(("By the benchmark's label", ["label", "examples", "EX"], labels))
+    return tables + [("Error categories", ["category", "examples"], categories),
             ("Model output clean-ups", ["clean-up", "outputs"], cleaning),
             ("Time", ["what", "value"], timing)]
 

@@ -135,6 +135,7 @@ class Scorer:
         if result.gold_error:  # the example is not scored
             record.ex, record.ts, record.valid, record.em, record.em_official, record.schema_ok = \
                 False, None, False, None, None, None
+        record.label = example.difficulty or None
         record.score_s = round(time.perf_counter() - start, 4)
         record.category = metrics.categorize(record, rules_for(schema.dialect)) if record.scored else None
         return record

@@ -53,6 +53,7 @@ class Record:
     ts: bool | None = None
     schema_ok: bool | None = None
     hardness: str | None = None
+    label: str | None = None  # the benchmark's own label: BIRD's difficulty, sql-eval's query category
     exec_error: str | None = None
     unsafe: str | None = None
     gold_error: str | None = None
@@ -100,7 +101,7 @@ class Record:
 _FIELDS = {f.name for f in fields(Record)}
 #: left out of a line while unset, so lines stay short (and read as before typed records)
 _OMIT_UNSET = ("missing_db", "raw", "pred_sql", "repairs", "extract_error", "gen_s", "road_s", "trace",
-               "exec_error", "unsafe", "gold_error", "score_error", "score_s", "category")
+               "exec_error", "unsafe", "gold_error", "score_error", "score_s", "category", "label")
 
 
 class RunFolder:
