@@ -33,10 +33,24 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings_from_args(args, max_rows=args.max_rows, timeout=args.timeout)
 
 
+def _target(values: list[str]) -> str | tuple[str, ...]:
+    """What ``--db`` names: one database, or several CSV/Parquet files opened as one."""
+    if len(values) == 1:
+        return values[0]
+    from .db import engine_for
+
+    try:
+        engine_for(tuple(values))
+    except InputError:
+        raise InputError("several --db values only for CSV/Parquet files") from None
+    return tuple(values)
+
+
 def _connection(args: argparse.Namespace, settings: Settings | None = None,
                 loading: display.ModelLoading | None = None) -> Connection:
     options = {**(loading.options() if loading else {}), **backend_options(args)}
-    return Connection(args.db, model=getattr(args, "model", None), backend=getattr(args, "backend", DEFAULT_BACKEND),
+    return Connection(_target(args.db), model=getattr(args, "model", None),
+                      backend=getattr(args, "backend", DEFAULT_BACKEND),
                       settings=settings or Settings(max_rows=args.max_rows, timeout=args.timeout),
                       backend_options=options)
 
@@ -164,7 +178,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
             raise InputError(f"the {conn.backend.name} backend keeps no prefix cache")
         info = getattr(conn.backend, "last_prefill", {})
         how = "already cached" if info.get("from_store") else f"evaluated {info.get('evaluated', 0)} tokens"
-        display.err.print(f"warmed {args.db} for {conn.backend.model_name} ({args.style}): {how} "
+        display.err.print(f"warmed {', '.join(args.db)} for {conn.backend.model_name} ({args.style}): {how} "
                           f"in {time.perf_counter() - start:.1f}s")
         return 0
     conn = _connection(args)
@@ -236,6 +250,10 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err).replace("--timeout ", "")) from None
 
 
+DB_HELP = ("database: SQLite file, DuckDB file, CSV/Parquet file(s), or postgresql:// URL, opened read-only; "
+           "repeat --db to query several CSV/Parquet files as one database")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other input error
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -251,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=_seconds, default=10.0, help="query time limit in seconds (default 10)")
 
     def db_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", required=True, help="SQLite database file (opened read-only)")
+        p.add_argument("--db", required=True, action="append", help=DB_HELP)
         limit_options(p)
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -283,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(func=cmd_sql)
 
     schema = sub.add_parser("schema", help="show the schema as the model sees it")
-    schema.add_argument("--db", required=True)
+    schema.add_argument("--db", required=True, action="append", help=DB_HELP)
     schema.add_argument("--compact", action="store_true")
     schema.add_argument("--timeout", type=_seconds, default=10.0, help="time limit per query in seconds (default 10)")
     schema.add_argument("--warm", action="store_true",

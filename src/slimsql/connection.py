@@ -25,7 +25,7 @@ class Connection:
     (Settings or GenerationConfig field names, e.g. ``style``, ``n``, ``strategy``).
     """
 
-    def __init__(self, database: str | Path | Database, *, model: str | None = None,
+    def __init__(self, database: str | Path | list | tuple | Database, *, model: str | None = None,
                  backend: str | Backend = DEFAULT_BACKEND, settings: Settings | None = None,
                  preset: str | None = None, backend_options: dict[str, Any] | None = None,
                  **setting_overrides: Any):
@@ -33,7 +33,7 @@ class Connection:
             self.settings = replace(settings, **setting_overrides) if setting_overrides else settings
         else:
             self.settings = infer.resolve(preset, **setting_overrides)
-        self.db = database if not isinstance(database, (str, Path)) else open_database(
+        self.db = database if not isinstance(database, (str, Path, list, tuple)) else open_database(
             database, timeout=self.settings.timeout, max_rows=self.settings.max_rows)
         self.model = model
         self._backend = backend if not isinstance(backend, str) else None
@@ -85,7 +85,7 @@ class Connection:
         self.close()
 
 
-def connect(database: str | Path, **options: Any) -> Connection:
+def connect(database: str | Path | list | tuple, **options: Any) -> Connection:
     return Connection(database, **options)
 
 

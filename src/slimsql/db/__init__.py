@@ -73,11 +73,20 @@ def rules_for(dialect: str = DEFAULT_ENGINE) -> EngineRules:
     raise InputError(f"no database engine for dialect {dialect!r}; installed engines: {_names()}")
 
 
-def engine_for(target: str | Path) -> type:
+def engine_for(target: str | Path | list | tuple) -> type:
     """The engine class that opens ``target``: by URL scheme, else by file (SQLite by default).
 
     A built-in engine that claims a file is chosen without scanning the installed plugins.
+    A list or tuple of files opens only with an engine that claims all of them as one database.
     """
+    if isinstance(target, (list, tuple)):
+        for engine in _installed():
+            try:
+                if engine.opens(target):
+                    return engine
+            except (TypeError, ValueError):  # an engine that only knows single targets
+                continue
+        raise InputError(f"no database engine opens these {len(target)} files as one database")
     scheme = url_scheme(target)
     if scheme is None:
         for name in BUILTIN:
@@ -92,6 +101,6 @@ def engine_for(target: str | Path) -> type:
     raise InputError(f"no database engine opens {scheme}:// URLs; installed engines: {_names()}")
 
 
-def open_database(target: str | Path, *, timeout: float = 10.0, max_rows: int = 1000) -> Engine:
+def open_database(target: str | Path | list | tuple, *, timeout: float = 10.0, max_rows: int = 1000) -> Engine:
     """Open ``target`` read-only with the engine that fits it."""
     return engine_for(target)(target, timeout=timeout, max_rows=max_rows)
