@@ -63,3 +63,46 @@ def test_prompt_names_are_quoted_as_the_engine_needs():
                     dialect="postgres")
     text = render_create(schema)
     assert 'CREATE TABLE "Orders"' in text and '"Id" integer PRIMARY KEY' in text and "-- in euros" in text
+
+
+# -- on PostgreSQL and DuckDB: the same road, another dialect --------------------------------
+
+from .pg_support import pg_cluster, pg_shop  # noqa: E402,F401  (fixtures)
+
+
+def test_on_postgresql_sqlite_functions_are_transpiled_and_the_prompt_names_postgresql(pg_shop):
+    backend = ScriptedBackend(["SELECT strftime('%Y', placed) AS year, count(*) FROM orders "
+                               "WHERE placed IS NOT NULL GROUP BY 1 ORDER BY 1"])
+    conn = slimsql.connect(pg_shop.url(pg_shop.reader), backend=backend, preset="fast")
+    try:
+        answer = conn.ask("How many orders per year?")
+    finally:
+        conn.close()
+    assert "TO_CHAR" in answer.sql and answer.rows == [("2024", 3)]
+    assert answer.trace.winner.repairs == ("transpiled from sqlite to postgres",)
+    messages, _ = backend.calls[0]
+    assert "PostgreSQL expert" in messages[0]["content"] and "-- City of the billing address" in messages[1]["content"]
+    assert "sales.regions" in messages[1]["content"]  # outside the default schema, named with it
+
+
+def test_on_postgresql_value_linking_reads_the_values(pg_shop):
+    backend = ScriptedBackend(["SELECT count(*) FROM customers WHERE city = 'Oslo'"])
+    conn = slimsql.connect(pg_shop.url(pg_shop.reader), backend=backend, preset="fast", values=True)
+    try:
+        answer = conn.ask("How many customers are in oslo?")
+    finally:
+        conn.close()
+    assert answer.rows == [(1,)] and "customers.city = 'Oslo'" in answer.trace.values
+
+
+def test_on_csv_files_the_road_runs_in_duckdb(tmp_path):
+    (tmp_path / "orders.csv").write_text("id,city,total\n1,Paris,10.5\n2,Oslo,3\n3,Paris,1\n")
+    backend = ScriptedBackend(["SELECT city, IFNULL(SUM(total), 0) AS t FROM orders GROUP BY city ORDER BY t DESC"])
+    conn = slimsql.connect([tmp_path / "orders.csv"], backend=backend, preset="fast")
+    try:
+        answer = conn.ask("Total per city?")
+    finally:
+        conn.close()
+    assert answer.rows == [("Paris", 11.5), ("Oslo", 3.0)]
+    messages, _ = backend.calls[0]
+    assert "DuckDB expert" in messages[0]["content"]

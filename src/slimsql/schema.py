@@ -85,7 +85,10 @@ class Schema:
 def quote(name: str, dialect: str = "sqlite") -> str:
     """Quote an identifier only where SQL needs it: odd characters, keywords (SQLite's and
     PostgreSQL's reserved words, so a prompt reads the same for every engine), and on
-    PostgreSQL, which folds unquoted names to lower case, any upper-case letter."""
+    PostgreSQL, which folds unquoted names to lower case, any upper-case letter. Outside
+    SQLite a table outside the default schema is named ``schema.table`` (each part quoted)."""
+    if dialect != "sqlite" and "." in name:
+        return ".".join(quote(part, dialect) for part in name.split(".", 1))
     if _PLAIN.match(name) and name.upper() not in _KEYWORDS and not (dialect == "postgres" and name != name.lower()):
         return name
     return '"' + name.replace('"', '""') + '"'

@@ -92,12 +92,14 @@ class ValueIndex:
                     return cls(values)
                 if any(t in column.type.upper() for t in NOT_TEXT):
                     continue
-                name, col = quote(table.name), quote(column.name)
-                sql = (f"SELECT DISTINCT {col} FROM (SELECT {col} FROM {name} LIMIT {SCAN_ROWS}) "
-                       f"WHERE typeof({col}) = 'text' AND length({col}) BETWEEN 2 AND ? LIMIT ?")
+                name, col = quote(table.name, db.dialect), quote(column.name, db.dialect)
+                # SQLite's columns hold any type whatever they declare; elsewhere the declared type decides
+                text = f"typeof({col}) = 'text' AND " if db.dialect == "sqlite" else ""
                 limit = min(max_values_per_column, max_total - total)
+                sql = (f"SELECT DISTINCT {col} FROM (SELECT {col} FROM {name} LIMIT {SCAN_ROWS}) AS scanned "
+                       f"WHERE {text}length({col}) BETWEEN 2 AND {int(max_chars)} LIMIT {int(limit)}")
                 try:
-                    rows = db._run(sql, (max_chars, limit), max_rows=limit, timeout=max(0.05, min(1.0, left))).rows
+                    rows = db._run(sql, max_rows=limit, timeout=max(0.05, min(1.0, left))).rows
                 except Interrupted:  # stopped from outside (the server's client went away)
                     raise
                 except SlimsqlError:  # a slow or unreadable table: no values from it
@@ -113,7 +115,7 @@ class ValueIndex:
         """The index of ``db``: from memory, else from the disk cache (``~/.cache/slimsql/values``)
         when a file with the same content was indexed before, else built and saved."""
         path = getattr(db, "path", None)
-        if path is None:
+        if path is None or not Path(path).is_file():  # a server, or several files: built each time
             return cls.build(db)
         key = content_key(Path(path))
         with _MEMORY_LOCK:  # the server's and eval --parallel's threads share it
