@@ -106,7 +106,8 @@ from ..schema import Column, ForeignKey, Schema, Table
 from ..sql import check_read_only
 from .base import EngineRules, Result, url_scheme
 from .limits import MiB, Limits, check_max_rows, check_timeout
-from .process import KILL_GRACE, START_SECONDS, Deadline, Worker, WorkerDied, _OpenFailed, describe_death
+from .process import START_SECONDS, Worker, _OpenFailed, query
+from .worker import ROW_OVERHEAD, value_size
 
 SUFFIXES = (".duckdb", ".ddb")
 FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
@@ -223,33 +224,12 @@ def table_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-class _DuckWorker(Worker):
+def _duckdb_worker(config: dict, max_reply: int, start_seconds: float) -> Worker:
     """The SQLite worker's parent side, spawning this module's :func:`serve` instead."""
-
-    def __init__(self, config: dict, max_reply: int, start_seconds: float):
-        super().__init__(config, max_reply)
-        self.start_seconds = start_seconds
-
-    def start(self) -> None:
-        import subprocess
-
-        src = str(Path(__file__).resolve().parents[2])
-        boot = f"import sys; sys.path.insert(0, {src!r}); from slimsql.db.duckdb import serve; sys.exit(serve())"
-        self._proc = subprocess.Popen([sys.executable, "-I", "-c", boot], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
-        from .process import _touch
-
-        _touch(self)
-        try:
-            reply = self._call(("open", {**self.config, "parent": os.getpid()}),
-                               time.monotonic() + self.start_seconds)
-        except (Deadline, WorkerDied):
-            self.stop()
-            raise DatabaseError("could not start the query worker process (or it took too long to load the files)"
-                                ) from None
-        if reply[0] != "ok":
-            self.stop()
-            raise _OpenFailed(reply[1], reply[2])
+    src = str(Path(__file__).resolve().parents[2])
+    boot = f"import sys; sys.path.insert(0, {src!r}); from slimsql.db.duckdb import serve; sys.exit(serve())"
+    return Worker(config, max_reply, command=[sys.executable, "-I", "-c", boot], start_seconds=start_seconds,
+                  failed="could not start the query worker process (or it took too long to load the files)")
 
 
 class DuckDBDatabase:
@@ -298,7 +278,7 @@ class DuckDBDatabase:
                   "temp_file": self.limits.temp_file, "memory_limit": self.limits.memory // BUFFER_SHARE,
                   "threads": min(4, os.cpu_count() or 1)}
         try:
-            self._worker = _DuckWorker(config, 2 * self.limits.max_bytes + MiB, start_seconds)
+            self._worker = _duckdb_worker(config, 2 * self.limits.max_bytes + MiB, start_seconds)
             self._worker.start()
         except _OpenFailed as err:
             self.close()
@@ -339,25 +319,8 @@ class DuckDBDatabase:
         cap = self.max_rows if max_rows is None else check_max_rows(max_rows)
         limit = self.timeout if timeout is None else check_timeout(timeout)
         shown_limit = limit if shown_limit is None else shown_limit
-        try:
-            reply = self._worker.request(("query", sql, tuple(params), cap, self.limits.max_bytes, limit),
-                                         limit + KILL_GRACE)
-        except Deadline:
-            raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit") from None
-        except WorkerDied as died:
-            raise QueryError(describe_death(died.returncode)) from None
-        if reply[0] == "ok":
-            _, columns, rows, cut_by, seconds = reply
-            return Result(columns=columns, rows=rows, truncated=bool(cut_by), seconds=seconds, truncated_by=cut_by)
-        kind, message = reply[1], reply[2]
-        if kind == "timeout":
-            raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit")
-        if kind == "memory":
-            raise QueryError(f"the query needed more memory than allowed ({self.limits.memory // MiB} MiB) "
-                             "and was stopped")
-        if kind == "refused":
-            raise QueryError(f"not run: {message}")
-        raise QueryError(f"the database refused the query: {message}")
+        return query(self._worker, ("query", sql, tuple(params), cap, self.limits.max_bytes, limit), limit,
+                     shown_limit, self.limits.memory // MiB)
 
     def close(self) -> None:
         worker, self._worker = getattr(self, "_worker", None), None
@@ -513,20 +476,6 @@ def _plain(value):
     return str(value)
 
 
-def _size(value) -> int:
-    from .worker import _VALUE_OVERHEAD
-
-    if isinstance(value, str):
-        return _VALUE_OVERHEAD + (len(value) if value.isascii() else len(value.encode("utf-8", "replace")))
-    if isinstance(value, bytes):
-        return _VALUE_OVERHEAD + len(value)
-    if isinstance(value, list):
-        return _VALUE_OVERHEAD + sum(map(_size, value))
-    if isinstance(value, dict):
-        return _VALUE_OVERHEAD + sum(_size(k) + _size(v) for k, v in value.items())
-    return _VALUE_OVERHEAD
-
-
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -581,7 +530,6 @@ class Session:
 
     def query(self, sql: str, params: tuple, max_rows: int, max_bytes: int, timeout: float):
         """One SELECT statement; ('ok', columns, rows, cut_by, seconds) or ('error', kind, message)."""
-        from .worker import _ROW_OVERHEAD
 
         duckdb = self.duckdb
         start = time.perf_counter()
@@ -595,7 +543,7 @@ class Session:
             timer.start()
             cursor = self.conn.execute(statements[0], list(params))
             columns = tuple(d[0] for d in cursor.description or ())
-            rows, used, cut_by, widest = [], 0, "", _ROW_OVERHEAD
+            rows, used, cut_by, widest = [], 0, "", ROW_OVERHEAD
             while not cut_by:
                 size = max(1, min(512, max_rows + 1 - len(rows), (max_bytes - used) // widest, 2 * len(rows)))
                 batch = cursor.fetchmany(size)
@@ -603,7 +551,7 @@ class Session:
                     break
                 for row in batch:
                     row = tuple(_plain(v) for v in row)
-                    width = _ROW_OVERHEAD + sum(map(_size, row))
+                    width = ROW_OVERHEAD + sum(map(value_size, row))
                     widest = max(widest, width)
                     used += width
                     if used > max_bytes:

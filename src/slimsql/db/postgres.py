@@ -92,11 +92,11 @@ from ..schema import Column, ForeignKey, Schema, Table
 from ..sql import check_read_only
 from .base import EngineRules, Result, url_scheme
 from .limits import Limits, check_max_rows, check_timeout
+from .worker import ROW_OVERHEAD, value_size
 
 SCHEMES = ("postgresql", "postgres")
 #: Introspection: time for the catalog queries, and per table for samples.
 CATALOG_SECONDS, SAMPLE_SECONDS = 10.0, 2.0
-_ROW_OVERHEAD, _VALUE_OVERHEAD = 64, 16
 #: Rows per FETCH (the last batch is cut to the row cap + 1).
 BATCH = 500
 NEED_PSYCOPG = "PostgreSQL needs psycopg: pip install 'slimsql[postgres]'"
@@ -228,18 +228,6 @@ def _value(value):
     if isinstance(value, dict):
         return value
     return str(value)
-
-
-def _size(value) -> int:
-    if isinstance(value, str):
-        return _VALUE_OVERHEAD + (len(value) if value.isascii() else len(value.encode("utf-8", "replace")))
-    if isinstance(value, bytes):
-        return _VALUE_OVERHEAD + len(value)
-    if isinstance(value, list):
-        return _VALUE_OVERHEAD + sum(map(_size, value))
-    if isinstance(value, dict):
-        return _VALUE_OVERHEAD + len(str(value))
-    return _VALUE_OVERHEAD
 
 
 def _first_line(text: str) -> str:
@@ -409,7 +397,7 @@ class PostgresDatabase:
                         cut_by = "rows"
                         break
                     row = tuple(_value(v) for v in raw)
-                    used += _ROW_OVERHEAD + sum(map(_size, row))
+                    used += ROW_OVERHEAD + sum(map(value_size, row))
                     if used > self.limits.max_bytes:
                         cut_by = "bytes"
                         break

@@ -20,8 +20,9 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, QueryError, QueryTimeout
 from . import worker as _worker
+from .base import Result
 
 WORKER_SCRIPT = str(Path(_worker.__file__).resolve())
 #: Time a fresh worker gets to start and open its database.
@@ -75,9 +76,16 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 class Worker:
-    def __init__(self, config: dict, max_reply: int):
+    """The parent side of one worker process. ``command`` starts the child (by default the
+    SQLite worker script); ``start_seconds`` bounds its start and the open; ``failed`` is the
+    message of the DatabaseError raised when it does not start."""
+
+    def __init__(self, config: dict, max_reply: int, *, command: list[str] | None = None,
+                 start_seconds: float = START_SECONDS, failed: str = "could not start the query worker process"):
         self.config = config
         self.max_reply = max_reply
+        self.command = command or [sys.executable, "-I", "-S", WORKER_SCRIPT]
+        self.start_seconds, self.failed = start_seconds, failed
         self.lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self.killed = 0  # how many times a deadline killed the child (tests read it)
@@ -85,16 +93,17 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Spawn and open the database; DatabaseError if SQLite refuses it."""
-        proc = subprocess.Popen([sys.executable, "-I", "-S", WORKER_SCRIPT], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+        """Spawn and open the database; _OpenFailed if the engine refuses it."""
+        proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, close_fds=True)
         self._proc = proc
         _touch(self)
         try:
-            reply = self._call(("open", {**self.config, "parent": os.getpid()}), time.monotonic() + START_SECONDS)
+            reply = self._call(("open", {**self.config, "parent": os.getpid()}),
+                               time.monotonic() + self.start_seconds)
         except (Deadline, WorkerDied):
             self.stop()
-            raise DatabaseError("could not start the query worker process") from None
+            raise DatabaseError(self.failed) from None
         if reply[0] != "ok":
             self.stop()
             raise _OpenFailed(reply[1], reply[2])
@@ -184,3 +193,28 @@ def describe_death(returncode: int | None) -> str:
     if returncode < 0:
         return f"the query worker was stopped by signal {-returncode} (likely its memory limit)"
     return f"the query worker exited unexpectedly (status {returncode})"
+
+
+def query(worker: "Worker", request: tuple, limit: float, shown_limit: float, memory_mib: int) -> Result:
+    """Send one query ``request`` to ``worker`` with ``limit`` seconds, and turn the reply into a
+    Result or the one-line error it reports (``shown_limit``: the limit the caller was given;
+    ``memory_mib``: the memory bound a "memory" reply names)."""
+    try:
+        reply = worker.request(request, limit + KILL_GRACE)
+    except Deadline:
+        raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit") from None
+    except WorkerDied as died:
+        raise QueryError(describe_death(died.returncode)) from None
+    if reply[0] == "ok":
+        _, columns, rows, cut_by, seconds = reply
+        return Result(columns=columns, rows=rows, truncated=bool(cut_by), seconds=seconds, truncated_by=cut_by)
+    kind, message = reply[1], reply[2]
+    if kind == "timeout":
+        raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit")
+    if kind == "memory":
+        raise QueryError(f"the query needed more memory than allowed ({memory_mib} MiB) and was stopped")
+    if kind == "busy":
+        raise QueryError(f"the database is locked by another process (waited {shown_limit:g} s)")
+    if kind == "refused":
+        raise QueryError(f"not run: {message}")
+    raise QueryError(f"the database refused the query: {message}")

@@ -105,7 +105,7 @@ from ..schema import Column, ForeignKey, Schema, Table
 from ..sql import check_read_only
 from .base import EngineRules, Result, url_scheme
 from .limits import SQLITE_LIMITS, MiB, Limits, check_max_rows, check_timeout
-from .process import KILL_GRACE, Deadline, Worker, WorkerDied, _OpenFailed, describe_death
+from .process import Deadline, Worker, WorkerDied, _OpenFailed, describe_death, query
 from .worker import guarded_connection
 
 #: Pragmas the authorizer lets through, as statements (introspection) or as
@@ -258,25 +258,8 @@ class SQLiteDatabase:
         cap = self.max_rows if max_rows is None else check_max_rows(max_rows)
         limit = self.timeout if timeout is None else check_timeout(timeout)
         shown_limit = limit if shown_limit is None else shown_limit
-        try:
-            reply = self._worker.request(("query", sql, tuple(params), cap, self.limits.max_bytes, limit),
-                                         limit + KILL_GRACE)
-        except Deadline:
-            raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit") from None
-        except WorkerDied as died:
-            raise QueryError(describe_death(died.returncode)) from None
-        if reply[0] == "ok":
-            _, columns, rows, cut_by, seconds = reply
-            return Result(columns=columns, rows=rows, truncated=bool(cut_by), seconds=seconds, truncated_by=cut_by)
-        kind, message = reply[1], reply[2]
-        if kind == "timeout":
-            raise QueryTimeout(f"query stopped after the {shown_limit:g} s time limit")
-        if kind == "memory":
-            raise QueryError(f"the query needed more memory than allowed ({self.limits.heap // MiB} MiB) "
-                             "and was stopped")
-        if kind == "busy":
-            raise QueryError(f"the database is locked by another process (waited {shown_limit:g} s)")
-        raise QueryError(f"the database refused the query: {message}")
+        return query(self._worker, ("query", sql, tuple(params), cap, self.limits.max_bytes, limit), limit,
+                     shown_limit, self.limits.heap // MiB)
 
     @property
     def _conn(self):

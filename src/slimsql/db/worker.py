@@ -30,7 +30,7 @@ except ImportError:  # not POSIX: no operating-system limits, the deadline still
 HEADER = struct.Struct("<I")
 SQLITE_HEADER = b"SQLite format 3\x00"
 _PROGRESS_STEPS = 1000
-_ROW_OVERHEAD, _VALUE_OVERHEAD = 64, 16
+ROW_OVERHEAD, VALUE_OVERHEAD = 64, 16
 EXIT_NO_MEMORY = 3
 
 
@@ -127,12 +127,18 @@ def guarded_connection(config: dict) -> tuple[sqlite3.Connection, Guard]:
     return conn, guard
 
 
-def _size(value) -> int:
+def value_size(value) -> int:
+    """What one value counts against a result's byte cap (every engine counts the same way):
+    its text or bytes plus an overhead; a list or a map, its parts."""
     if isinstance(value, str):
-        return _VALUE_OVERHEAD + (len(value) if value.isascii() else len(value.encode("utf-8", "replace")))
-    if isinstance(value, bytes):
-        return _VALUE_OVERHEAD + len(value)
-    return _VALUE_OVERHEAD
+        return VALUE_OVERHEAD + (len(value) if value.isascii() else len(value.encode("utf-8", "replace")))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return VALUE_OVERHEAD + len(value)
+    if isinstance(value, (list, tuple)):
+        return VALUE_OVERHEAD + sum(map(value_size, value))
+    if isinstance(value, dict):
+        return VALUE_OVERHEAD + sum(value_size(k) + value_size(v) for k, v in value.items())
+    return VALUE_OVERHEAD
 
 
 class Session:
@@ -157,7 +163,7 @@ class Session:
         self.conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
         self.guard.first = None
         start = time.perf_counter()
-        rows, used, cut_by, widest = [], 0, "", _ROW_OVERHEAD
+        rows, used, cut_by, widest = [], 0, "", ROW_OVERHEAD
         try:
             cursor = self.conn.execute(sql, params)
             columns = tuple(d[0] for d in cursor.description or ())
@@ -169,7 +175,7 @@ class Session:
                 if not batch:
                     break
                 for row in batch:
-                    width = _ROW_OVERHEAD + sum(map(_size, row))
+                    width = ROW_OVERHEAD + sum(map(value_size, row))
                     widest = max(widest, width)
                     used += width
                     if used > max_bytes:
