@@ -106,3 +106,32 @@ def test_on_csv_files_the_road_runs_in_duckdb(tmp_path):
     assert answer.rows == [("Paris", 11.5), ("Oslo", 3.0)]
     messages, _ = backend.calls[0]
     assert "DuckDB expert" in messages[0]["content"]
+
+
+def test_the_cli_asks_and_refuses_on_postgresql(pg_shop, monkeypatch, capsys):
+    import json
+
+    from slimsql import cli
+
+    backend = ScriptedBackend(["SELECT count(*) AS n FROM orders WHERE status = 'new'"])
+    monkeypatch.setattr("slimsql.connection.load_backend", lambda name, **kw: backend)
+    url = pg_shop.url(pg_shop.reader)
+    assert cli.main(["ask", "--db", url, "--json", "How many new orders?"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == [[2]]
+    assert cli.main(["sql", "--db", url, "DELETE FROM orders"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "only read-only queries may run" in err
+
+
+def test_grammar_says_plainly_it_is_sqlite_only(pg_shop):
+    import pytest
+
+    from slimsql.errors import InputError
+
+    conn = slimsql.connect(pg_shop.url(pg_shop.reader), backend=ScriptedBackend(["SELECT 1"]), preset="fast",
+                           grammar=True)
+    try:
+        with pytest.raises(InputError, match="only SQLite"):
+            conn.ask("anything")
+    finally:
+        conn.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import InputError
 from ..schema import Schema
 
 #: SQLite's keywords (https://sqlite.org/lang_keywords.html) and type names; bare words the model may write.
@@ -98,7 +99,10 @@ def _quoted(names: set[str]) -> set[str]:
 
 
 def build(schema: Schema) -> str:
-    """The GBNF grammar (root rule ``root``) of statements that only name what ``schema`` has."""
+    """The GBNF grammar (root rule ``root``) of statements that only name what ``schema`` has.
+    Its keywords, functions and quoting are SQLite's, so other dialects are refused."""
+    if schema.dialect != "sqlite":
+        raise InputError(f"--grammar knows only SQLite's keywords and quoting, not {schema.dialect}'s; leave it off")
     tables = {t.name for t in schema.tables}
     columns = {c.name for t in schema.tables for c in t.columns} | {"rowid"}
     names = tables | columns
