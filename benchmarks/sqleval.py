@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or RESULTS / f"sql-eval-{args.engine}-{model}-{args.preset}")
     argv = ["eval", "sql-eval", "--data", str(args.data), "--out", str(out), "--model", model,
             "--preset", args.preset] + (["--limit", str(args.limit)] if args.limit else [])
+    argv += [a for db in args.db_id or () for a in ("--db-id", db)]
+    argv += ["--prune-tokens", str(args.prune_tokens)] if args.prune_tokens else []
     if args.engine == "sqlite":
         return cli.main(argv)
     from slimsql.db.pgcluster import Cluster, unavailable
@@ -157,6 +159,8 @@ def main() -> int:
     r.add_argument("--model")
     r.add_argument("--preset", default="default")
     r.add_argument("--limit", type=int)
+    r.add_argument("--db-id", action="append", help="only this database's questions (repeatable)")
+    r.add_argument("--prune-tokens", type=int, help="schema linking: prune the schema above this many tokens")
     r.add_argument("--data", type=Path, default=DATA)
     r.add_argument("--out")
     r.set_defaults(func=run)

@@ -3,7 +3,7 @@
 import slimsql
 from slimsql.backends.scripted import ScriptedBackend
 from slimsql.infer import dialects
-from slimsql.schema import Column, Schema, Table, quote, render_create
+from slimsql.schema import Column, Schema, Table, quote, quote_table, render_create
 
 
 def test_another_dialects_functions_are_transpiled():
@@ -58,6 +58,8 @@ def test_prompt_names_are_quoted_as_the_engine_needs():
     assert quote("CustomerId") == "CustomerId"  # SQLite: names are case-insensitive
     assert quote("CustomerId", "postgres") == '"CustomerId"'  # PostgreSQL folds unquoted names
     assert quote("user", "postgres") == '"user"' and quote("user") == '"user"'  # reserved in PostgreSQL
+    assert quote("Unit.Price", "duckdb") == '"Unit.Price"'  # a column name with a dot is one name
+    assert quote_table("sales.Regions", "postgres") == 'sales."Regions"' and quote_table("a.b") == '"a.b"'
     schema = Schema(tables=(Table("Orders", (Column("Id", "integer", primary_key=True),
                                               Column("total", "numeric", comment="in euros"))),),
                     dialect="postgres")
@@ -135,3 +137,35 @@ def test_grammar_says_plainly_it_is_sqlite_only(pg_shop):
             conn.ask("anything")
     finally:
         conn.close()
+
+
+def test_serve_names_a_postgresql_database_by_its_name_and_hides_the_password(pg_shop):
+    import pytest
+
+    from slimsql.errors import InputError
+    from slimsql.infer import resolve
+    from slimsql.serve.service import Service, database_names
+
+    url = pg_shop.url(pg_shop.reader)
+    named = database_names([url])
+    assert named == {"shop": url}
+    with pytest.raises(InputError) as info:
+        database_names(["postgresql://u:hunter2@h/shop", "/data/shop.sqlite"])
+    assert "hunter2" not in str(info.value) and "u:***@h/shop" in str(info.value)
+    service = Service(named, ScriptedBackend(["SELECT 1"]), resolve("fast"), connections=1)
+    try:
+        assert service.list_databases()[0]["name"] == "shop" and service.list_databases()[0]["dialect"] == "postgres"
+        assert service.run_sql("shop", "SELECT count(*) FROM orders")["rows"] == [[4]]
+    finally:
+        service.close()
+
+
+def test_a_badly_encoded_password_is_not_echoed():
+    import pytest
+
+    from slimsql.db import open_database
+    from slimsql.errors import DatabaseError
+
+    with pytest.raises(DatabaseError) as info:
+        open_database("postgresql://u:se%zzcret@localhost/db")
+    assert "zzcret" not in str(info.value) and "\n" not in str(info.value)

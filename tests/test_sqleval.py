@@ -59,7 +59,13 @@ def test_rows_must_pair_up_not_only_columns():
     assert not sqleval_match(gold, pred, ordered=False)
 
 
-def test_duplicates_dropped_after_column_matching_and_numbers_with_tolerance():
+def test_duplicate_rows_do_not_count():
+    assert sqleval_match([(1,), (2,)], [(1,), (1,), (2,)], ordered=False)  # DISTINCT or not
+    assert sqleval_match([(1,), (1,), (2,)], [(2,), (1,)], ordered=False)
+    assert not sqleval_match([(1,), (2,)], [(1,), (1,)], ordered=False)
+
+
+def test_numbers_with_tolerance():
     assert sqleval_match([(0.333333,)], [(1 / 3,)], ordered=False)
     assert not sqleval_match([(0.33,)], [(1 / 3,)], ordered=False)
     assert sqleval_match([(2,)], [(2.0,)], ordered=False)
@@ -148,6 +154,8 @@ def test_postgres_variant_names_one_database_per_question_on_the_server():
     assert len(dataset.examples) == 210 and len({e.db_id for e in dataset.examples}) == 11
     first = dataset.examples[0]
     assert first.db_paths == (f"postgresql://reader@/{first.db_id}?host=%2Ftmp%2Fs&port=5999",)
+    assert sqleval.database_url("postgresql:///postgres?host=/tmp/x", "atis") == "postgresql:///atis?host=/tmp/x"
+    assert sqleval.database_url("postgres://u@h:5433/db", "a b") == "postgres://u@h:5433/a%20b"
     with pytest.raises(Exception, match="needs --db"):
         sqleval.load(SQLEVAL, engine="postgres")
 

@@ -21,6 +21,7 @@ from .cliopts import (add_answer_options, add_backend_options, add_model_options
                       settings_from_args)
 from .connection import Connection
 from .demo import DEMO_QUESTIONS, build_demo
+from .db.base import shown_target
 from .db.limits import MAX_ROWS, check_timeout
 from .errors import InputError, SlimsqlError
 from .infer import Settings
@@ -178,7 +179,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
             raise InputError(f"the {conn.backend.name} backend keeps no prefix cache")
         info = getattr(conn.backend, "last_prefill", {})
         how = "already cached" if info.get("from_store") else f"evaluated {info.get('evaluated', 0)} tokens"
-        display.err.print(f"warmed {', '.join(args.db)} for {conn.backend.model_name} ({args.style}): {how} "
+        display.err.print(f"warmed {shown_target(args.db)} for {conn.backend.model_name} ({args.style}): {how} "
                           f"in {time.perf_counter() - start:.1f}s")
         return 0
     conn = _connection(args)

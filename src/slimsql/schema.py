@@ -85,13 +85,18 @@ class Schema:
 def quote(name: str, dialect: str = "sqlite") -> str:
     """Quote an identifier only where SQL needs it: odd characters, keywords (SQLite's and
     PostgreSQL's reserved words, so a prompt reads the same for every engine), and on
-    PostgreSQL, which folds unquoted names to lower case, any upper-case letter. Outside
-    SQLite a table outside the default schema is named ``schema.table`` (each part quoted)."""
-    if dialect != "sqlite" and "." in name:
-        return ".".join(quote(part, dialect) for part in name.split(".", 1))
+    PostgreSQL, which folds unquoted names to lower case, any upper-case letter."""
     if _PLAIN.match(name) and name.upper() not in _KEYWORDS and not (dialect == "postgres" and name != name.lower()):
         return name
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_table(name: str, dialect: str = "sqlite") -> str:
+    """A table's name as SQL: outside SQLite, engines name a table outside the default schema
+    ``schema.table`` (:class:`Table` names hold the dot), so each part is quoted on its own."""
+    if dialect != "sqlite" and "." in name:
+        return ".".join(quote(part, dialect) for part in name.split(".", 1))
+    return quote(name, dialect)
 
 
 def _literal(value: Any) -> str:
@@ -115,7 +120,7 @@ def _ref_columns(schema: Schema, key: ForeignKey) -> tuple[str, ...]:
 
 def render_create(schema: Schema, *, samples: bool = True) -> str:
     """CREATE TABLE statements, sample values as trailing comments."""
-    q = partial(quote, dialect=schema.dialect)
+    q, qt = partial(quote, dialect=schema.dialect), partial(quote_table, dialect=schema.dialect)
     blocks = []
     for table in schema.tables:
         pk = table.primary_key
@@ -134,7 +139,7 @@ def render_create(schema: Schema, *, samples: bool = True) -> str:
             lines.append([f"  PRIMARY KEY ({', '.join(q(c) for c in pk)})", ""])
         for key in table.foreign_keys:
             refs = _ref_columns(schema, key)
-            target = q(key.ref_table) + (f" ({', '.join(q(c) for c in refs)})" if refs else "")
+            target = qt(key.ref_table) + (f" ({', '.join(q(c) for c in refs)})" if refs else "")
             lines.append([f"  FOREIGN KEY ({', '.join(q(c) for c in key.columns)}) REFERENCES {target}", ""])
         body = []
         for i, (text, example) in enumerate(lines):
@@ -142,13 +147,13 @@ def render_create(schema: Schema, *, samples: bool = True) -> str:
             body.append(f"{text}{comma}" + (f" -- {example}" if example else ""))
         kind = "VIEW" if table.kind == "view" else "TABLE"
         about = f"-- {_one_line(table.comment)}\n" if table.comment.strip() else ""
-        blocks.append(f"{about}CREATE {kind} {q(table.name)} (\n" + "\n".join(body) + "\n);")
+        blocks.append(f"{about}CREATE {kind} {qt(table.name)} (\n" + "\n".join(body) + "\n);")
     return "\n\n".join(blocks)
 
 
 def render_compact(schema: Schema, *, samples: bool = False) -> str:
     """One line per table: ``name(col TYPE PK, ...)``, then the join keys."""
-    q = partial(quote, dialect=schema.dialect)
+    q, qt = partial(quote, dialect=schema.dialect), partial(quote_table, dialect=schema.dialect)
     lines, joins = [], []
     for table in schema.tables:
         cols = []
@@ -157,10 +162,10 @@ def render_compact(schema: Schema, *, samples: bool = False) -> str:
             if samples and col.samples:
                 text += " e.g. " + "/".join(_literal(v) for v in col.samples)
             cols.append(text)
-        lines.append(f"{q(table.name)}({', '.join(cols)})")
+        lines.append(f"{qt(table.name)}({', '.join(cols)})")
         for key in table.foreign_keys:
             for src, dst in zip(key.columns, _ref_columns(schema, key)):
-                joins.append(f"{q(table.name)}.{q(src)} = {q(key.ref_table)}.{q(dst)}")
+                joins.append(f"{qt(table.name)}.{q(src)} = {qt(key.ref_table)}.{q(dst)}")
     if joins:
         lines.append("Joins: " + "; ".join(joins))
     return "\n".join(lines)

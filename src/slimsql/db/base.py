@@ -31,6 +31,21 @@ def url_scheme(target: str | Path) -> str | None:
     return found.group(1).lower() if found else None
 
 
+def shown_target(target) -> str:
+    """A database target (or several) as one line for messages, passwords in URLs hidden."""
+    if isinstance(target, (list, tuple)):
+        return ", ".join(shown_target(t) for t in target)
+    return hide_passwords(str(target))
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced by ``***``."""
+    return _PASSWORD.sub(r"\1:***@", text)
+
+
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^@/\s]*@")
+
+
 @dataclass(frozen=True)
 class Result:
     """Rows of one query, cut at the row cap or the byte cap (``truncated`` says so,

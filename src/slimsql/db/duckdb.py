@@ -225,7 +225,7 @@ def table_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _duckdb_worker(config: dict, max_reply: int, start_seconds: float) -> Worker:
-    """The SQLite worker's parent side, spawning this module's :func:`serve` instead."""
+    """A :class:`~slimsql.db.process.Worker` whose child runs this module's :func:`serve`."""
     src = str(Path(__file__).resolve().parents[2])
     boot = f"import sys; sys.path.insert(0, {src!r}); from slimsql.db.duckdb import serve; sys.exit(serve())"
     return Worker(config, max_reply, command=[sys.executable, "-I", "-c", boot], start_seconds=start_seconds,
@@ -462,7 +462,8 @@ def _plain(value):
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
     if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+        # whole decimals (5.00 too) as int, as the PostgreSQL engine returns them
+        return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
     if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
         return value.isoformat()
     if isinstance(value, (datetime.timedelta, uuid.UUID)):

@@ -20,7 +20,7 @@ Covered, each by its own layer (so one bug does not open the door):
    :data:`DENIED_FUNCTIONS` (server files, large objects, dblink, settings,
    sleeping, signalling backends, advisory locks, NOTIFY, replication,
    sequences, transaction ids, SQL run from a string such as query_to_xml).
-   Unicode-escaped names and strings (``U&"..."``, which sqlglot does not
+   Unicode-escaped names (``U&"..."``, which sqlglot does not
    decode) are refused, as they could spell a denied function.
 2. Server-side cursor: the query is sent as ``DECLARE ... CURSOR FOR <query>`` in
    the extended protocol, so the server itself accepts only one statement, and
@@ -46,7 +46,9 @@ Covered, each by its own layer (so one bug does not open the door):
 Not covered:
 
 * Reading: any table, view or catalog the role may SELECT can be read (the
-  catalog is readable by every role: table names, settings in ``pg_settings``);
+  catalog is readable by every role: table names, settings in ``pg_settings``;
+  for a superuser also the views over server files, ``pg_hba_file_rules``,
+  ``pg_ident_file_mappings``, ``pg_file_settings``, whose functions are refused);
   give the role only what the asker may see (row-level security applies).
 * Functions the database defines are called with their own effects except
   writes (refused by the read-only transaction): a ``SECURITY DEFINER`` function
@@ -78,6 +80,8 @@ decoded value.
 from __future__ import annotations
 
 import datetime
+import re
+from urllib.parse import unquote
 import threading
 import time
 from decimal import Decimal
@@ -90,7 +94,7 @@ from sqlglot.tokens import TokenType
 from ..errors import DatabaseError, InputError, QueryError, QueryTimeout
 from ..schema import Column, ForeignKey, Schema, Table
 from ..sql import check_read_only
-from .base import EngineRules, Result, url_scheme
+from .base import EngineRules, Result, hide_passwords, url_scheme
 from .limits import Limits, check_max_rows, check_timeout
 from .worker import ROW_OVERHEAD, value_size
 
@@ -112,6 +116,8 @@ _ADVISORY = tuple(f"pg_{try_}advisory_{xact}{kind}{shared}" for try_ in ("", "tr
 #: Functions the allow-list refuses anywhere in a query.
 DENIED_FUNCTIONS = frozenset({
     # server files and directories
+    # server configuration files (readable by a superuser)
+    "pg_show_all_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings",
     "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir", "pg_ls_waldir",
     "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_logicalsnapdir", "pg_ls_logicalmapdir",
     "pg_ls_replslotdir", "pg_current_logfile",
@@ -163,15 +169,16 @@ DENIED_STATEMENTS = frozenset({
 
 
 class CheckedPostgres(Postgres):
-    """PostgreSQL as sqlglot reads it, refusing ``U&"..."`` and ``U&'...'``: sqlglot reads
-    them as ``U & "..."``, an identifier it does not decode, where PostgreSQL decodes the
-    escapes (``U&"\\0070g_read_file"`` is pg_read_file)."""
+    """PostgreSQL as sqlglot reads it, refusing Unicode-escaped names (``U&"..."``): sqlglot
+    reads them as ``U & "..."``, an identifier it does not decode, where PostgreSQL decodes the
+    escapes (``U&"\\0070g_read_file"`` is pg_read_file). ``U&'...'`` strings are refused the
+    same way (sqlglot does decode those; a string names no function)."""
 
     class Tokenizer(Postgres.Tokenizer):
         def tokenize(self, sql: str):
             tokens = super().tokenize(sql)
             for first, amp, quoted in zip(tokens, tokens[1:], tokens[2:]):
-                if (first.text.upper() == "U" and amp.token_type == TokenType.AMP
+                if (first.token_type == TokenType.VAR and first.text.upper() == "U" and amp.token_type == TokenType.AMP
                         and first.end + 1 == amp.start and amp.end + 1 == quoted.start
                         and quoted.token_type in (TokenType.IDENTIFIER, TokenType.STRING)):
                     raise TokenError('Unicode escapes (U&"..." or U&\'...\') are not allowed')
@@ -257,12 +264,13 @@ class PostgresDatabase:
         self.limits = limits or Limits()
         #: the schemas :meth:`schema` reads (None: every non-system schema the role may use).
         self.schemas = tuple(schemas) if schemas is not None else None
+        found = re.match(r"[^:]+://[^/@:]*:([^@/]*)@", url)  # not urlsplit: it raises on a bad host
+        self._url, self._password = url, found.group(1) if found else ""  # for _hide, before anything can fail
         try:
             self._params = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.Error as err:
             raise DatabaseError(f"not a valid PostgreSQL URL: {self._hide(_first_line(err), url)}") from None
         self._password = str(self._params.get("password") or "")
-        self._url = url
         self.shown = self._shown()
         self._lock = threading.Lock()
         self._conn = None
@@ -277,7 +285,8 @@ class PostgresDatabase:
     def _hide(self, text: str, url: str | None = None) -> str:
         """``text`` without the password (nor the URL, which may hold one)."""
         password = getattr(self, "_password", "")
-        for secret in (url, getattr(self, "_url", None), password):
+        text = hide_passwords(text)
+        for secret in (url, getattr(self, "_url", None), password, unquote(password)):
             if secret:
                 text = text.replace(secret, "***")
         return text
@@ -383,13 +392,16 @@ class PostgresDatabase:
 
         start = time.monotonic()
         bound()  # starts the transaction: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY
-        rows, used, cut_by, columns = [], 0, "", ()
+        rows, used, cut_by, columns, widest = [], 0, "", (), ROW_OVERHEAD
         with conn.cursor(name="slimsql_query") as cur:
             cur.execute(sql, params or None)
             columns = tuple(d.name for d in cur.description or ())
             while not cut_by:
                 bound()
-                batch = cur.fetchmany(min(BATCH, cap + 1 - len(rows)))
+                # as many rows as the byte cap leaves room for at the widest row seen so far (one at first,
+                # then doubling), so a result of huge values never arrives in a batch much beyond the cap
+                room = max(1, (self.limits.max_bytes - used) // widest)
+                batch = cur.fetchmany(max(1, min(BATCH, cap + 1 - len(rows), room, max(1, 2 * len(rows)))))
                 if not batch:
                     break
                 for raw in batch:
@@ -397,7 +409,9 @@ class PostgresDatabase:
                         cut_by = "rows"
                         break
                     row = tuple(_value(v) for v in raw)
-                    used += ROW_OVERHEAD + sum(map(value_size, row))
+                    width = ROW_OVERHEAD + sum(map(value_size, row))
+                    widest = max(widest, width)
+                    used += width
                     if used > self.limits.max_bytes:
                         cut_by = "bytes"
                         break

@@ -83,8 +83,9 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         raise InputError(f"{args.run} is not a run folder (no config.json)")
     config = RunConfig(**json.loads(saved.read_text()))
     args.format = {"create-context": "context"}.get(config.dataset, config.dataset)
-    if args.format == "sql-eval" and config.split.endswith("-postgres") and not args.db:
-        raise InputError("this run was on PostgreSQL: give --db with the server's URL")
+    if args.format == "sql-eval" and config.split.endswith("-postgres") != bool(args.db):
+        raise InputError("this run was on PostgreSQL: give --db with the server's URL" if not args.db
+                         else "this run was on SQLite: leave --db out")
     args.split, args.out = config.split, args.run
     summary = rescore(_load(args).only(config.db_ids).sample(config.limit, config.seed), Path(args.run), config)
     write_report(args.run)

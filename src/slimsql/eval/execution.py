@@ -91,8 +91,10 @@ def test_suite_match(pairs: Sequence[tuple[Rows, Rows]], *, gold_sql: str, seman
 
 # -- defog sql-eval semantics ------------------------------------------------------------
 #
-# A prediction is right when its result is the gold's (same shape and values, position by
-# position), or when it holds every gold column: each gold column equals, as a sorted list
+# As defog-ai/sql-eval's eval/eval.py at commit 079e59c (compare_df, subset_df, normalize_table):
+# a prediction is right when its result is the gold's (same shape and values, position by
+# position, or the same after dropping duplicate rows and putting rows in a canonical order),
+# or when it holds every gold column: each gold column equals, as a sorted list
 # of values, a different predicted column, and the gold rows then equal the predicted rows
 # of those columns after dropping duplicate rows and putting rows in a canonical order
 # (all columns sorted, unless the question asks for an order). Extra predicted columns are
@@ -164,6 +166,8 @@ def sqleval_match(gold: Rows, pred: Rows, *, ordered: bool) -> bool:
         return True
     if not pred:
         return False
+    if len(gold[0]) == len(pred[0]) and _rows_same(_canonical(gold, ordered), _canonical(pred, ordered)):
+        return True  # the same rows once duplicates are dropped and rows ordered (sql-eval's compare_df)
     width, free = len(gold[0]), list(range(len(pred[0])))
     matched = []
     for i in range(width):

@@ -30,7 +30,7 @@ import sqlite3
 from datetime import date
 from pathlib import Path
 from urllib.parse import quote as url_quote
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import sqlglot
 from sqlglot import exp
@@ -42,7 +42,7 @@ from .datasets import Dataset, Example, _finish
 SQLITE_DATABASES = ("academic", "atis", "geography", "restaurants", "scholar", "yelp")
 #: The question sets per engine (``--questions``); ``questions_gen`` is the 210-question set.
 QUESTION_SETS = ("questions_gen", "instruct_basic", "instruct_advanced")
-ENGINES = {"postgres": "postgres", "sqlite": "sqlite"}
+ENGINES = ("postgres", "sqlite")
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slimsql" / "sql-eval"
 
 
@@ -89,9 +89,11 @@ def descriptions(root: Path, name: str) -> dict[str, dict[str, str]]:
 
 
 def database_url(server: str, name: str) -> str:
-    """``server`` (a postgresql:// URL) pointing at database ``name`` instead."""
+    """``server`` (a postgresql:// URL) pointing at database ``name`` instead (a URL without a
+    host, ``postgresql:///db?host=/socket/dir``, keeps its ``//``)."""
     parts = urlsplit(server)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + url_quote(name), parts.query, parts.fragment))
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}/{url_quote(name)}{query}"
 
 
 def load(root: str | Path, *, engine: str = "postgres", server: str | None = None,
@@ -165,8 +167,11 @@ def _constants(insert: exp.Insert) -> None:
              if not isinstance(v, plain) and not (isinstance(v, exp.Neg) and isinstance(v.this, exp.Literal))]
     if not found:
         return
-    import duckdb
-
+    try:
+        import duckdb
+    except ImportError:
+        raise InputError("building sql-eval's SQLite files needs the duckdb package (its yelp rows are dated "
+                         "relative to today): pip install 'slimsql[duckdb]'") from None
     for value in found:  # sqlglot's PostgreSQL format table lacks 'Month' (the month's full name)
         for node in value.find_all(exp.TimeToStr):
             if node.args.get("format") is not None and node.args["format"].name == "Month":

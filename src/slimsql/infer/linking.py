@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ..errors import Interrupted, SlimsqlError
-from ..schema import Schema, Table, quote, render_create
+from ..schema import Schema, Table, quote, quote_table, render_create
 
 # Declared types whose values are never text worth indexing (SQLite's INTEGER and REAL
 # affinities, and the usual numeric, boolean, binary and time names).
@@ -92,7 +92,7 @@ class ValueIndex:
                     return cls(values)
                 if any(t in column.type.upper() for t in NOT_TEXT):
                     continue
-                name, col = quote(table.name, db.dialect), quote(column.name, db.dialect)
+                name, col = quote_table(table.name, db.dialect), quote(column.name, db.dialect)
                 # SQLite's columns hold any type whatever they declare; elsewhere the declared type decides
                 text = f"typeof({col}) = 'text' AND " if db.dialect == "sqlite" else ""
                 limit = min(max_values_per_column, max_total - total)

@@ -24,7 +24,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from ..backends import Message
 from ..db import EngineRules, rules_for
-from ..schema import Schema, quote
+from ..schema import Schema, quote, quote_table
 
 
 def _norm(name: str) -> str:
@@ -82,7 +82,7 @@ class _Names:
         self.dialect = schema.dialect
 
     def identifier(self, real: str) -> exp.Identifier:
-        """``real`` as an identifier, quoted where the schema's dialect needs it."""
+        """``real`` (one name, not schema.table) as an identifier, quoted where the dialect needs it."""
         return exp.to_identifier(real, quoted=quote(real, self.dialect) != real)
 
 
@@ -115,7 +115,11 @@ def _fix_tables(tree: exp.Expression, names: _Names, changes: list[str]) -> None
             continue
         real = closest(name, list(names.tables.values()))
         if real:
-            table.set("this", names.identifier(real))
+            # outside SQLite a table of another schema is named schema.table
+            where, _, base = real.rpartition(".") if names.dialect != "sqlite" else ("", "", real)
+            table.set("this", names.identifier(base))
+            if where:
+                table.set("db", names.identifier(where))
             changes.append(f"{name} -> {real}")
 
 
@@ -232,7 +236,8 @@ def _join_keys(schema: Schema, table: str) -> list[str]:
             if table.lower() in (t.name.lower(), key.ref_table.lower()):
                 target = schema.table(key.ref_table)
                 refs = key.ref_columns or (target.primary_key if target else ())
-                keys += [f"{quote(t.name)}.{quote(a)} = {quote(key.ref_table)}.{quote(b)}"
+                d = schema.dialect
+                keys += [f"{quote_table(t.name, d)}.{quote(a, d)} = {quote_table(key.ref_table, d)}.{quote(b, d)}"
                          for a, b in zip(key.columns, refs)]
     return keys
 
@@ -246,12 +251,12 @@ def error_hint(error: str, schema: Schema, rules: EngineRules | None = None) -> 
         name = found.group("name")
         owners = [t for t in schema.tables if any(c.name.lower() == name.lower() for c in t.columns)]
         if owners:
-            lines = [f"The column {name} is in table {', '.join(quote(t.name) for t in owners)}."]
+            lines = [f"The column {name} is in table {', '.join(quote_table(t.name, schema.dialect) for t in owners)}."]
             keys = [k for t in owners[:2] for k in _join_keys(schema, t.name)]
             return lines + ([f"Join keys: {'; '.join(dict.fromkeys(keys))}."] if keys else [])
-        every = [f"{t.name}.{c.name}" for t in schema.tables for c in t.columns]
-        near = difflib.get_close_matches(name.lower(), [e.split(".", 1)[1].lower() for e in every], n=3, cutoff=0.6)
-        similar = [e for e in every if e.split(".", 1)[1].lower() in near][:3]
+        every = [(t.name, c.name) for t in schema.tables for c in t.columns]
+        near = difflib.get_close_matches(name.lower(), [c.lower() for _, c in every], n=3, cutoff=0.6)
+        similar = [f"{t}.{c}" for t, c in every if c.lower() in near][:3]
         return [f"No table has a column {name}." + (f" Similar columns: {', '.join(similar)}." if similar else "")]
     found = rules.missing("table", error)
     if found:
@@ -269,7 +274,7 @@ def repair_messages(messages: Sequence[Message], failed_sql: str, error: str, sc
     lines = []
     for name in _tables_used(failed_sql, schema, dialect):
         table = schema.table(name)
-        lines.append(f"{quote(table.name)}({', '.join(quote(c.name) for c in table.columns)})")
+        lines.append(f"{quote_table(table.name, dialect)}({', '.join(quote(c.name, dialect) for c in table.columns)})")
     hint = "".join("\n" + line for line in error_hint(error, schema, rules_for(dialect)))
     hint += ("\nColumns of the tables it uses:\n" + "\n".join(lines)) if lines else ""
     return [*messages, {"role": "assistant", "content": failed_sql},

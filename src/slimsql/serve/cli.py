@@ -26,7 +26,8 @@ def is_loopback(host: str) -> bool:
 def add_parser(sub, db_limits) -> None:
     p = sub.add_parser("serve", help="serve the HTTP API and the web page (one model, many clients)")
     p.add_argument("--db", action="append", required=True,
-                   help="SQLite database to serve (repeat for more); requests name it by its file stem")
+                   help="database to serve (repeat for more): a SQLite, DuckDB, CSV or Parquet file, named by its "
+                        "file stem in requests, or a postgresql:// URL, named by its database")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", dest="server_key", default=None,

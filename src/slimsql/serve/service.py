@@ -33,6 +33,7 @@ import math
 import queue
 import threading
 import time
+from urllib.parse import unquote, urlsplit
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ from typing import Any, Iterator, Sequence
 from .. import infer
 from ..backends import Backend, GenerationConfig, Message, is_concurrent
 from ..db import Result, open_database
+from ..db.base import shown_target, url_scheme
 from ..db.limits import check_max_rows, check_timeout
 from ..errors import InputError, Interrupted
 from ..infer import Settings
@@ -161,10 +163,11 @@ class GatedBackend:
 
 
 class ConnectionPool:
-    """Read-only connections to one database file, checked out one query at a time."""
+    """Read-only connections to one database (a file or a URL), checked out one query at a time."""
 
-    def __init__(self, path: Path, size: int, settings: Settings):
+    def __init__(self, path: str | Path, size: int, settings: Settings, name: str = ""):
         self.path, self.size, self.settings = path, size, settings
+        self.name = name or (path.name if isinstance(path, Path) else shown_target(path))
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._made = 0
         self._closed = False
@@ -193,7 +196,7 @@ class ConnectionPool:
                 try:
                     db = self._idle.get(timeout=wait)
                 except queue.Empty:
-                    raise Busy(f"all {self.size} connections to {self.path.name} are busy; try again shortly",
+                    raise Busy(f"all {self.size} connections to {self.name} are busy; try again shortly",
                                max(1, round(wait))) from None
         try:
             yield db
@@ -252,21 +255,26 @@ class PooledDatabase:
 @dataclass
 class ServedDatabase:
     name: str
-    path: Path
+    path: str | Path  # a file, or a URL
     schema: Schema
     pool: ConnectionPool
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def database_names(paths: Sequence[str | Path]) -> dict[str, Path]:
-    """``{name: path}`` for the databases to serve; the name is the file's stem, which must be unique."""
-    named: dict[str, Path] = {}
+def database_names(paths: Sequence[str | Path]) -> dict[str, str | Path]:
+    """``{name: target}`` for the databases to serve: a file by its stem, a URL
+    (``postgresql://.../shop``) by its database name; names must be unique."""
+    named: dict[str, str | Path] = {}
     for raw in paths:
-        path = Path(raw).expanduser()
-        name = path.stem
+        if url_scheme(str(raw)):
+            target, name = str(raw), unquote(urlsplit(str(raw)).path.strip("/")) or "database"
+        else:
+            target = Path(raw).expanduser()
+            name = target.stem
         if name in named:
-            raise InputError(f"two databases are named {name!r} ({named[name]} and {path}); rename one file")
-        named[name] = path
+            raise InputError(f"two databases are named {name!r} ({shown_target(named[name])} and "
+                             f"{shown_target(target)}); rename one")
+        named[name] = target
     if not named:
         raise InputError("name at least one database to serve: --db FILE")
     return named
@@ -287,7 +295,7 @@ class Service:
         self.databases: dict[str, ServedDatabase] = {}
         try:
             for name, path in databases.items():
-                pool = ConnectionPool(path, connections, settings)
+                pool = ConnectionPool(path, connections, settings, name)
                 try:
                     with pool.connection(wait=settings.timeout) as db:
                         schema = db.schema(settings.samples)
