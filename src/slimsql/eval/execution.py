@@ -25,10 +25,10 @@ Rows = Sequence[tuple[Any, ...]]
 MAX_PERMUTATIONS = 20_000
 
 
-def gold_orders_rows(gold_sql: str) -> bool:
+def gold_orders_rows(gold_sql: str, dialect: str = "sqlite") -> bool:
     """True when the gold query's outermost result is ordered (ORDER BY at the top)."""
     try:
-        tree = sqlglot.parse_one(gold_sql, read="sqlite")
+        tree = sqlglot.parse_one(gold_sql, read=dialect)
     except Exception:  # fall back to the official scripts' textual test
         return "order by" in gold_sql.lower()
     return tree is not None and tree.args.get("order") is not None
@@ -76,17 +76,20 @@ def bird_result_eq(gold: Rows, pred: Rows) -> bool:
     return set(map(tuple, gold)) == set(map(tuple, pred))
 
 
-def results_match(gold: Rows, pred: Rows, *, gold_sql: str, semantics: str = "spider") -> bool:
+def results_match(gold: Rows, pred: Rows, *, gold_sql: str, semantics: str = "spider", dialect: str = "sqlite") -> bool:
+    """``dialect``: the one the gold query is written in (Spider's and BIRD's are SQLite)."""
     if semantics == "bird":
         return bird_result_eq(gold, pred)
     if semantics != "spider":
         raise ValueError(f"unknown semantics {semantics!r}")
-    return spider_result_eq(gold, pred, gold_orders_rows(gold_sql))
+    return spider_result_eq(gold, pred, gold_orders_rows(gold_sql, dialect))
 
 
-def test_suite_match(pairs: Sequence[tuple[Rows, Rows]], *, gold_sql: str, semantics: str = "spider") -> bool:
+def test_suite_match(pairs: Sequence[tuple[Rows, Rows]], *, gold_sql: str, semantics: str = "spider",
+                     dialect: str = "sqlite") -> bool:
     """Correct on every database of a test suite (each pair: gold rows, predicted rows)."""
-    return bool(pairs) and all(results_match(g, p, gold_sql=gold_sql, semantics=semantics) for g, p in pairs)
+    return bool(pairs) and all(results_match(g, p, gold_sql=gold_sql, semantics=semantics, dialect=dialect)
+                               for g, p in pairs)
 
 
 # -- defog sql-eval semantics ------------------------------------------------------------

@@ -95,9 +95,10 @@ class Scorer:
             return Score(schema_ok=schema_ok, unsafe=str(err), **failed)
         except QueryError as err:
             return Score(schema_ok=schema_ok, exec_error=str(err), **failed)
-        ex = execution.results_match(gold[0], predicted[0], gold_sql=gold_sql, semantics=self.semantics)
-        ts = execution.test_suite_match(list(zip(gold, predicted)), gold_sql=gold_sql,
-                                        semantics=self.semantics) if suite else None
+        ex = execution.results_match(gold[0], predicted[0], gold_sql=gold_sql, semantics=self.semantics,
+                                     dialect=schema.dialect)
+        ts = execution.test_suite_match(list(zip(gold, predicted)), gold_sql=gold_sql, semantics=self.semantics,
+                                        dialect=schema.dialect) if suite else None
         return Score(ex=ex, valid=True, em=em, em_official=em_official, ts=ts, schema_ok=schema_ok,
                      hardness=hardness)
 
