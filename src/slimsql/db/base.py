@@ -10,6 +10,7 @@ asks for rules by dialect (:func:`slimsql.db.rules_for`) and never names an engi
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -136,6 +137,23 @@ def _compile(engine: str, pattern: str) -> re.Pattern:
         return re.compile(pattern)
     except (re.error, TypeError) as err:
         raise InputError(f"engine {engine}: bad pattern {pattern!r}: {err}") from None
+
+
+def execute_checked(engine, sql: str, *, max_rows: int | None = None, timeout: float | None = None) -> Result:
+    """What every engine's ``execute`` is: the allow-list (``slimsql.sql.check_read_only`` with
+    the engine's rules), then ``engine._run`` with what is left of the time limit (the parse
+    counts against it; it is bounded by ``MAX_SQL_CHARS``, not interruptible)."""
+    from ..errors import QueryTimeout
+    from ..sql import check_read_only  # sql imports db: late, to keep the import graph a tree
+    from .limits import check_timeout
+
+    limit = engine.timeout if timeout is None else check_timeout(timeout)
+    start = time.monotonic()
+    check_read_only(sql, engine.dialect)
+    left = limit - (time.monotonic() - start)
+    if left <= 0:
+        raise QueryTimeout(f"query stopped after the {limit:g} s time limit (checking it took the time)")
+    return engine._run(sql, max_rows=max_rows, timeout=left, shown_limit=limit)
 
 
 class Database(Protocol):

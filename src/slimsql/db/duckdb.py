@@ -101,10 +101,9 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import DatabaseError, InputError, QueryError, QueryTimeout
+from ..errors import DatabaseError, InputError, QueryError
 from ..schema import Column, ForeignKey, Schema, Table
-from ..sql import check_read_only
-from .base import EngineRules, Result, url_scheme
+from .base import EngineRules, Result, execute_checked, url_scheme
 from .limits import MiB, Limits, check_max_rows, check_timeout
 from .process import START_SECONDS, Worker, _OpenFailed, query
 from .worker import ROW_OVERHEAD, value_size
@@ -303,13 +302,7 @@ class DuckDBDatabase:
     def execute(self, sql: str, *, max_rows: int | None = None, timeout: float | None = None) -> Result:
         """Check ``sql`` against the allow-list, then run it under every layer (the parse counts
         against the time limit)."""
-        limit = self.timeout if timeout is None else check_timeout(timeout)
-        start = time.monotonic()
-        check_read_only(sql, self.dialect)
-        left = limit - (time.monotonic() - start)
-        if left <= 0:
-            raise QueryTimeout(f"query stopped after the {limit:g} s time limit (checking it took the time)")
-        return self._run(sql, max_rows=max_rows, timeout=left, shown_limit=limit)
+        return execute_checked(self, sql, max_rows=max_rows, timeout=timeout)
 
     def _run(self, sql: str, params: tuple = (), *, max_rows: int | None = None, timeout: float | None = None,
              shown_limit: float | None = None) -> Result:

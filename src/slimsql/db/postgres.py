@@ -93,8 +93,7 @@ from sqlglot.tokens import TokenType
 
 from ..errors import DatabaseError, InputError, QueryError, QueryTimeout
 from ..schema import Column, ForeignKey, Schema, Table
-from ..sql import check_read_only
-from .base import EngineRules, Result, hide_passwords, url_scheme
+from .base import EngineRules, Result, execute_checked, hide_passwords, url_scheme
 from .limits import Limits, check_max_rows, check_timeout
 from .worker import ROW_OVERHEAD, value_size
 
@@ -339,13 +338,7 @@ class PostgresDatabase:
     def execute(self, sql: str, *, max_rows: int | None = None, timeout: float | None = None) -> Result:
         """Check ``sql`` against the allow-list, then run it under every server layer.
         The time limit covers the allow-list parse too."""
-        limit = self.timeout if timeout is None else check_timeout(timeout)
-        start = time.monotonic()
-        check_read_only(sql, self.dialect)
-        left = limit - (time.monotonic() - start)
-        if left <= 0:
-            raise QueryTimeout(f"query stopped after the {limit:g} s time limit (checking it took the time)")
-        return self._run(sql, max_rows=max_rows, timeout=left, shown_limit=limit)
+        return execute_checked(self, sql, max_rows=max_rows, timeout=timeout)
 
     def _run(self, sql: str, params: tuple = (), *, max_rows: int | None = None, timeout: float | None = None,
              shown_limit: float | None = None) -> Result:

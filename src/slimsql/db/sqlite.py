@@ -94,7 +94,6 @@ Not covered:
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -102,8 +101,7 @@ from sqlglot.dialects.sqlite import SQLite
 
 from ..errors import DatabaseError, QueryError, QueryTimeout
 from ..schema import Column, ForeignKey, Schema, Table
-from ..sql import check_read_only
-from .base import EngineRules, Result, url_scheme
+from .base import EngineRules, Result, execute_checked, url_scheme
 from .limits import SQLITE_LIMITS, MiB, Limits, check_max_rows, check_timeout
 from .process import Deadline, Worker, WorkerDied, _OpenFailed, describe_death, query
 from .worker import guarded_connection
@@ -244,13 +242,7 @@ class SQLiteDatabase:
         The time limit covers the allow-list parse too (it is bounded by
         ``limits.MAX_SQL_CHARS``, not interruptible): the worker gets what is left.
         """
-        limit = self.timeout if timeout is None else check_timeout(timeout)
-        start = time.monotonic()
-        check_read_only(sql, self.dialect)
-        left = limit - (time.monotonic() - start)
-        if left <= 0:
-            raise QueryTimeout(f"query stopped after the {limit:g} s time limit (checking it took the time)")
-        return self._run(sql, max_rows=max_rows, timeout=left, shown_limit=limit)
+        return execute_checked(self, sql, max_rows=max_rows, timeout=timeout)
 
     def _run(self, sql: str, params: tuple = (), *, max_rows: int | None = None, timeout: float | None = None,
              shown_limit: float | None = None) -> Result:
