@@ -37,6 +37,12 @@ class Example:
     def executable(self) -> bool:
         return bool(self.db_paths)
 
+    @property
+    def asked(self) -> str:
+        """The question as the model is asked it (BIRD's evidence as a hint): evaluation and
+        fine-tuning both use this."""
+        return f"{self.question}\nHint: {self.evidence}" if self.evidence else self.question
+
 
 @dataclass
 class Dataset:

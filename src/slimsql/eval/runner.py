@@ -73,10 +73,6 @@ class RunConfig:
                    **fields)
 
 
-def _question(example: Example) -> str:
-    return f"{example.question}\nHint: {example.evidence}" if example.evidence else example.question
-
-
 class Databases:
     """Read-only connections of the generating threads, one per database file and thread, and
     their schemas. Per thread because a connection serialises its callers: a query waiting for
@@ -116,7 +112,7 @@ def _propose(example: Example, backend: Backend, settings: infer.Settings, dbs: 
     try:
         schema = dbs.schema(path)
         start = time.perf_counter()
-        solution = infer.solve(dbs.get(path), backend, _question(example), settings, schema=schema)
+        solution = infer.solve(dbs.get(path), backend, example.asked, settings, schema=schema)
     except SlimsqlError as err:  # e.g. an unreadable database or a prompt too long
         record.extract_error = f"{type(err).__name__}: {err}"
         return Schema(tables=())

@@ -3,9 +3,9 @@
 :func:`solve` is the one function ``ask``, ``eval`` and everything later call.
 """
 
-from .pipeline import Answer, Solution, ask, check_question, format_table, prefix, render, solve, warm
+from .pipeline import Answer, Solution, ask, check_question, format_table, prefix, prompt, render, solve, warm
 from .settings import DEFAULT_PRESET, PRESETS, Settings, resolve
 from .trace import Trace, Trial
 
 __all__ = ["Answer", "Solution", "Settings", "Trace", "Trial", "PRESETS", "DEFAULT_PRESET", "ask", "solve",
-           "resolve", "render", "prefix", "warm", "check_question", "format_table"]
+           "resolve", "prompt", "render", "prefix", "warm", "check_question", "format_table"]

@@ -144,6 +144,17 @@ def link(db: Database, backend: Backend, schema: Schema, question: str, settings
     return shown, linking.render_values(matches)
 
 
+def prompt(db: Database, backend: Backend, schema: Schema, question: str, settings: Settings,
+           trace: Trace | None = None, history: Sequence[Turn] = ()) -> tuple[Schema, list[Message]]:
+    """The schema shown and the messages the model is asked with, for one question: linked,
+    pruned and rendered per the settings. Fine-tuning renders its examples with this same
+    function, so a model is trained on exactly the prompts it is later asked with.
+    ``backend`` is needed only for its ``count_tokens`` (schema pruning)."""
+    trace = trace if trace is not None else Trace(strategy=settings.strategy)
+    shown, values = link(db, backend, schema, question, settings, trace)
+    return shown, render(shown, question, settings, values, history)
+
+
 def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, origin: str = "sample",
               round_: int = 0, stats: ExtractionStats | None = None) -> list[Trial]:
     """Generated texts -> trials holding one extracted statement each (or the reason there is none)."""
@@ -241,9 +252,8 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     schema = schema if schema is not None else db.schema(settings.samples)
     lap("schema")
     trace = Trace(strategy=settings.strategy)
-    shown, values = link(db, backend, schema, question, settings, trace)
+    shown, messages = prompt(db, backend, schema, question, settings, trace, history)
     lap("linking")
-    messages = render(shown, question, settings, values, history)
     if warm(backend, shown, settings):  # the schema's evaluated state: loaded from, or saved to, the prefix cache
         lap("prefix")
     config = settings.generation
