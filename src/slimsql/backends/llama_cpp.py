@@ -21,6 +21,10 @@ llama-cpp-python's Jinja2 formatter. Decoding runs on llama.cpp's own batch API
   (:mod:`slimsql.backends.prefix_cache`); a new process on a database seen before
   loads that state instead of evaluating the schema again.
 
+* **Local LoRA models.** A model exported as a LoRA GGUF (``slimsql train export``)
+  loads the unchanged base GGUF and sets the adapter on the context; the adapter's
+  SHA-256 is part of the prefix store's model key.
+
 (llama-cpp-python's LlamaRAMCache is not used: its saved states carry the full
 logits array, which its capacity does not count, and it grew past 20 GB over a
 Spider run.)
@@ -28,7 +32,9 @@ Spider run.)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import os
 import time
 from typing import Sequence
@@ -43,6 +49,8 @@ TOP_K, MIN_P = 40, 0.05
 #: Once the greedy candidate has ended, a sampled one may run to SAMPLE_FACTOR times its length
 #: (at least SAMPLE_FLOOR tokens) before it is cut: one rambling sample must not hold up the batch.
 SAMPLE_FACTOR, SAMPLE_FLOOR = 3, 64
+#: A local model's LoRA GGUF is applied at its trained strength (alpha / rank, stored in the file).
+LORA_SCALE = 1.0
 
 
 class LlamaCppBackend:
@@ -52,6 +60,9 @@ class LlamaCppBackend:
                  n_batch: int = 512, max_sequences: int = 16, parallel: bool = True,
                  progress=None, on_load=None, prefix_cache: bool | None = None, prefix_cache_dir=None, **_):
         resolved = models.resolve(model, progress)
+        if resolved.kind == "safetensors":
+            raise ModelError(f"{resolved.name} is a safetensors export, for --backend transformers; for llama.cpp "
+                             f"export the run as GGUF (slimsql train export RUN --format gguf)")
         try:
             import llama_cpp
             from llama_cpp import _internals
@@ -82,6 +93,9 @@ class LlamaCppBackend:
             self._ctx = _internals.LlamaContext(model=self.model, params=params, verbose=False)
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
+        self.lora = resolved.lora
+        if resolved.lora is not None:
+            self._apply_lora(resolved.lora)
         self.n_ctx, self.n_batch, self.max_sequences = n_ctx, n_batch, max_sequences
         self._batch = _internals.LlamaBatch(n_tokens=max(n_batch, max_sequences), embd=0,
                                             n_seq_max=max_sequences, verbose=False)
@@ -91,8 +105,11 @@ class LlamaCppBackend:
         self._candidates = None  # the whole vocabulary's logits, for a grammar's masked draw
         if prefix_cache is None:  # on unless switched off for the whole environment
             prefix_cache = os.environ.get("SLIMSQL_PREFIX_CACHE", "1").lower() not in ("0", "off", "no", "false")
-        self.store = PrefixStore(PrefixStore.model_key(resolved.path, n_ctx=n_ctx, llama_cpp=llama_cpp.__version__),
-                                 prefix_cache_dir) if prefix_cache else None
+        # a LoRA changes every state: its hash is part of the key, so an adapter never meets the base's states
+        adapter = {} if resolved.lora is None else {
+            "lora": resolved.lora_sha256 or models.sha256_file(resolved.lora), "lora_scale": LORA_SCALE}
+        self.store = PrefixStore(PrefixStore.model_key(resolved.path, n_ctx=n_ctx, llama_cpp=llama_cpp.__version__,
+                                                       **adapter), prefix_cache_dir) if prefix_cache else None
         self._remembered: set[int] = set()  # prefixes (messages) this process already made ready
         self.last_prefill: dict = {}  # the last prompt: tokens reused, evaluated, whether from the store
         self.load_seconds = time.perf_counter() - start
@@ -104,6 +121,23 @@ class LlamaCppBackend:
         text = self.model.token_get_text  # the same lookup Llama uses for its own formatter
         self._format = Jinja2ChatFormatter(template=template, eos_token=text(eos) if eos != -1 else "",
                                            bos_token=text(bos) if bos != -1 else "", stop_token_ids=[eos])
+
+    def _apply_lora(self, path) -> None:
+        """Load a LoRA GGUF on the model and set it on our context (applied at run time on the
+        unchanged, possibly quantized, base weights; freed with the model)."""
+        lib = self._lib
+        # llama.cpp notes each tensor kept off a repacking buffer as a warning (printed even when not
+        # verbose: llama-cpp-python's level table predates ggml's renumbering); nothing to act on
+        with contextlib.redirect_stderr(io.StringIO()):
+            adapter = lib.llama_adapter_lora_init(self.model.model, str(path).encode("utf-8"))
+        if not adapter:
+            raise ModelError(f"llama.cpp cannot load the LoRA adapter {path} on {self.model_path.name} "
+                             f"(an adapter of another base model?)")
+        self._lora_adapter = adapter  # llama.cpp frees it with the model
+        adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(LORA_SCALE)
+        if lib.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales) != 0:
+            raise ModelError(f"llama.cpp cannot apply the LoRA adapter {path}")
 
     # -- the public interface ----------------------------------------------------
 
