@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DB     ?= shop.sqlite
 
-.PHONY: demo setup setup-transformers setup-browser setup-postgres serve test bench clean
+.PHONY: demo setup setup-transformers setup-train setup-browser setup-postgres serve test bench clean
 
 demo: setup $(DB)                       ## set up, build the demo DB, answer the demo questions
 	$(BIN)/slimsql models --prepare qwen2.5-coder-0.5b
@@ -23,6 +23,11 @@ $(VENV)/.slimsql-setup: pyproject.toml scripts/install-llama.sh
 setup-transformers: setup               ## the transformers backend (CPU torch)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[transformers]"
+
+setup-train: setup-transformers         ## fine-tuning (PEFT, TRL, datasets) and llama.cpp's converters for export
+	$(BIN)/python -m pip install -q "peft==0.21.2" "trl==1.16.0" "datasets==5.2.0" "transformers==5.24.0"
+	$(BIN)/python -m pip install -q -e ".[train]"
+	scripts/install-llama-convert.sh $(BIN)/python
 
 setup-browser:                          ## Debian's chromium for the page's browser tests (root, apt-get)
 	scripts/install-browser.sh

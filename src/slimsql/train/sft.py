@@ -1,0 +1,206 @@
+"""Supervised fine-tuning (LoRA, QLoRA, full) through TRL's SFTTrainer.
+
+The examples are rendered and tokenized by :mod:`.data` (inference's prompts, completion
+mask); TRL builds the labels from the mask (prompt tokens are -100), and its fused LM head
+projects only the label positions through the vocabulary, so a 450-token example with a
+30-token answer pays the 150k-wide output layer 30 times, not 450.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from . import data, model as loading, run
+from .recipes import Recipe
+
+
+@dataclass
+class Result:
+    out: Path
+    steps: int
+    examples: int
+    seconds: float
+    tokens: int
+    best: dict[str, Any] | None
+    interrupted: bool
+
+    @property
+    def examples_per_hour(self) -> float:
+        return 3600 * self.examples / self.seconds if self.seconds else 0.0
+
+
+def _trainer_class(seen: dict[str, int]):
+    """TRL's SFTTrainer with the loss computed from the logits of the label positions only.
+
+    (TRL's fused LM head does the same on GPUs with Triton; its fallback elsewhere, the CPU
+    included, scores every position through the whole 151,936-token vocabulary, which on a
+    2-core CPU costs more than the model.) Batches come from :func:`slimsql.train.data.collate`
+    (prefix packs with their 4-D mask); ``seen["examples"]`` counts the examples trained."""
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        loss_is_scaled_for_ga = True  # compute_loss divides by the label tokens of the accumulated batch
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            examples = inputs.get("examples")
+            # positions whose next token is a label: only they go through the LM head
+            rows, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
+            keep = torch.unique(cols)
+            forward = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            logits = model(**forward, use_cache=False, logits_to_keep=keep).logits.float()  # [B, len(keep), V]
+            target = labels[:, 1:][:, keep]
+            total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100,
+                                    reduction="sum")
+            valid = (target != -100).sum()
+            count = num_items_in_batch if num_items_in_batch is not None else \
+                valid * self.current_gradient_accumulation_steps
+            loss = total / torch.as_tensor(count, device=total.device).clamp(min=1)
+            mode = "train" if model.training else "eval"
+            with torch.no_grad():
+                hits = ((logits.argmax(-1) == target) & (target != -100)).sum()
+                self._metrics[mode]["mean_token_accuracy"].append(float(hits) / max(1, int(valid)))
+            if model.training and examples is not None:
+                seen["examples"] += int(examples.sum())
+            return (loss, None) if return_outputs else loss
+
+        def _get_num_items_in_batch(self, batch_samples, device):  # label tokens, as the loss counts them
+            count = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batch_samples)
+            return torch.tensor(count, device=device)
+
+    return Trainer
+
+
+def _dev_dataset(data_arg: str, recipe: Recipe):
+    """The benchmark's dev split, when the recipe asks for it and the data names a benchmark."""
+    if recipe.data.eval_split != "dev" or not recipe.data.eval_examples:
+        return None
+    if data_arg.split(":")[0] in ("spider", "bird"):
+        return data.load(data_arg, split="dev")
+    return None
+
+
+def sample_shape(recipe: Recipe, data_arg: str, *, db: str | None = None, databases: int = 10) -> dict[str, float]:
+    """The lengths a run on ``data_arg`` trains, measured on the examples of a few of its
+    databases (all of each, so prefix packs are as full as in the run): for ``train plan``."""
+    import random
+    import statistics
+
+    base = loading.resolve_base(recipe.model.base)
+    tokenizer = loading.load_tokenizer(base)
+    train_examples, _ = run.split_dev(data.load(data_arg, db=db), recipe, None)
+    by_db: dict[str, list] = {}
+    for ex in train_examples:
+        by_db.setdefault(ex.db_id, []).append(ex)
+    chosen = random.Random(recipe.data.seed).sample(sorted(by_db), min(databases, len(by_db)))
+    examples = [ex for db_id in chosen for ex in by_db[db_id]]
+    prepared = data.prepare(examples, run.settings_for(recipe), data.TokenCounter(tokenizer), source=data_arg)
+    rows = data.tokenized(tokenizer, prepared, recipe.model.max_length)
+    if not rows:
+        raise InputError(f"no usable example among {len(examples)} of {data_arg}: {dict(prepared.dropped)}")
+    packs = data.pack(rows, recipe.model.max_length) if recipe.training.packing else data.unpacked(rows)
+    return {"examples_measured": len(rows), "databases": len(chosen),
+            "tokens_per_example": statistics.mean(len(r["input_ids"]) for r in rows),
+            "completion_tokens": statistics.mean(sum(r["completion_mask"]) for r in rows),
+            "tokens_per_sequence": statistics.mean(len(p["input_ids"]) for p in packs),
+            "examples_per_sequence": len(rows) / len(packs), "train_examples": len(train_examples)}
+
+
+def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, from_run: Path | None = None,
+          resume: bool = False, progress: bool = True) -> Result:
+    loading.require_packages()
+    loading.check_device(recipe)
+    from datasets import Dataset as HFDataset
+    from trl import SFTConfig
+
+    if from_run is not None:
+        previous = run.RunFolder(from_run).record()
+        if not previous.get("adapter"):
+            raise InputError(f"{from_run} has no LoRA adapter to continue from")
+    base = loading.resolve_base(recipe.model.base)
+    tokenizer = loading.load_tokenizer(base)
+    settings = run.settings_for(recipe)
+
+    dataset = data.load(data_arg, db=db)
+    train_examples, dev_slice = run.split_dev(dataset, recipe, _dev_dataset(data_arg, recipe))
+    counter = data.TokenCounter(tokenizer)
+    started = time.perf_counter()
+    prepared = data.prepare(train_examples, settings, counter, source=data_arg)
+    rows = data.tokenized(tokenizer, prepared, recipe.model.max_length)
+    if not rows:
+        raise InputError(f"no training example left from {data_arg}: {prepared.summary()['dropped']}")
+    prep_s = time.perf_counter() - started
+    tokens = sum(len(r["input_ids"]) for r in rows)
+    summary = {**prepared.summary(), "kept": len(rows), "tokens": tokens, "mean_tokens": round(tokens / len(rows), 1),
+               "dev_examples": len(dev_slice), "prepare_s": round(prep_s, 1)}
+    print(f"data: {summary['kept']} examples ({summary['mean_tokens']} tokens each on average) from {data_arg}; "
+          f"dropped {summary['dropped'] or 'none'}; dev slice {len(dev_slice)}", flush=True)
+
+    folder = run.begin(out, recipe, resume=resume, method=recipe.method, base=base.to_dict(), data=summary,
+                       from_run=str(from_run) if from_run else None)
+    model = loading.load_model(base, recipe)
+    loading.save_base(base, tokenizer, model, folder.path / "base")
+    adapter = Path(from_run) / "adapter" if from_run else None
+    model = loading.trainable(model, recipe, adapter)
+    trained, total = loading.count_parameters(model)
+    print(f"model: {base.name}, {recipe.method}, {trained:,} of {total:,} parameters trained", flush=True)
+
+    full = recipe.method == "full"
+
+    def save_best(m) -> None:
+        target = folder.path / ("model" if full else "adapter")
+        m.save_pretrained(target)
+        if full:
+            tokenizer.save_pretrained(target)
+        folder.update(**({"model": "model"} if full else {"adapter": "adapter"}))
+
+    seen = {"examples": 0}
+    hooks, dev_ex, interrupt = run.callbacks(folder, recipe, dev_slice, tokenizer, folder.path.name, save_best,
+                                             settings, seen)
+    if not recipe.training.completion_only:  # the loss on every token, the prompt's too
+        rows = [{**r, "completion_mask": [1] * len(r["input_ids"])} for r in rows]
+    if recipe.training.packing:
+        if not recipe.training.completion_only:
+            raise InputError("packing shares the prompt among examples: it needs training.completion_only: true")
+        if recipe.model.attn_implementation != "sdpa":
+            raise InputError("packing needs model.attn_implementation: sdpa (its 4-D attention mask)")
+        packs = data.pack(rows, recipe.model.max_length, recipe.data.seed)
+    else:
+        packs = data.unpacked(rows)
+    folder.update(data={**summary, "sequences": len(packs),
+                        "sequence_tokens": sum(len(p["input_ids"]) for p in packs)})
+    args = run.trainer_args(recipe, folder, SFTConfig, max_length=None, packing=False, completion_only_loss=True,
+                            remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    trainer = _trainer_class(seen)(model=model, args=args, train_dataset=HFDataset.from_list(packs),
+                                   processing_class=tokenizer, callbacks=hooks,
+                                   data_collator=lambda batch: data.collate(batch, pad))
+    checkpoint = folder.last_checkpoint() if resume else None
+    clock = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - clock
+    state = trainer.state
+    done_steps = state.global_step - (int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+    examples_done = seen["examples"]
+    if not dev_slice or not recipe.training.keep_best or dev_ex.best is None:
+        save_best(trainer.model)  # no dev score to choose by: the last weights
+    final = folder.path / "final"
+    trainer.model.save_pretrained(final)
+    speed = {"steps": done_steps, "seconds": round(seconds, 1), "examples": examples_done,
+             "examples_per_hour": round(3600 * examples_done / seconds, 1) if seconds else None,
+             "example_tokens_per_second": round(examples_done * summary["mean_tokens"] / seconds, 1)
+             if seconds else None}
+    folder.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), global_step=state.global_step,
+                  interrupted=interrupt.stopped, speed=speed)
+    run.plot_loss(folder)
+    best = folder.record().get("best")
+    print(f"trained {done_steps} steps in {seconds / 60:.1f} min ({speed['examples_per_hour']} examples/h)"
+          f"{run.interrupted_note(interrupt)} -> {out}", flush=True)
+    return Result(out=Path(out), steps=done_steps, examples=examples_done, seconds=seconds,
+                  tokens=int(examples_done * summary["mean_tokens"]), best=best, interrupted=interrupt.stopped)
