@@ -183,32 +183,47 @@ def test_a_prefix_pack_trains_exactly_like_its_examples_one_by_one(tiny_qwen, to
     import torch
     from transformers import AutoModelForCausalLM
 
+    from slimsql.train.sft import label_loss
+
     settings = run.settings_for(tiny_recipe(tiny_qwen))
+    pairs = PAIRS + [PAIRS[0]]  # a duplicate question: two identical prompts in one pack
     examples = [Example(id=str(i), question=q, gold_sql=s, db_id="shop", db_paths=(demo_db,))
-                for i, (q, s) in enumerate(PAIRS)]
+                for i, (q, s) in enumerate(pairs)]
     rows = data.tokenized(tokenizer, data.prepare(examples, settings, data.TokenCounter(tokenizer)), 4096)
     packs = data.pack(rows, 4096)
-    assert len(packs) == 1 and packs[0]["examples"] == len(PAIRS)
+    assert len(packs) == 1 and packs[0]["examples"] == len(pairs)
     assert len(packs[0]["input_ids"]) < 0.5 * sum(len(r["input_ids"]) for r in rows)  # the schema once
+    segments, labels = packs[0]["segments"], packs[0]["labels"]
+    for k in range(1, len(pairs) + 1):  # each example's own part starts with a prompt token
+        assert labels[segments.index(k)] == -100
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen, dtype=torch.float32)
 
-    def loss_and_grad(batch):
+    def reference(batch):  # every position through the LM head, as a plain causal LM loss
         model.zero_grad()
-        labels = batch["labels"]
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        position_ids=batch["position_ids"]).logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
-                                                 ignore_index=-100, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                                 batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
+                                                 reduction="sum")
         loss.backward()
         return loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()
 
-    packed_loss, packed_grad = loss_and_grad(data.collate(packs, tokenizer.pad_token_id))
-    single = [loss_and_grad(data.collate([one], tokenizer.pad_token_id)) for one in data.unpacked(rows)]
-    assert packed_loss == pytest.approx(sum(s[0] for s in single), rel=1e-4)
-    assert torch.allclose(packed_grad, sum(s[1] for s in single), rtol=1e-3, atol=1e-6)
-    padded = data.collate(data.unpacked(rows[:2]), tokenizer.pad_token_id)  # a padded batch of two
-    assert loss_and_grad(padded)[0] == pytest.approx(single[0][0] + single[1][0], rel=1e-4)
+    def trained(batch):  # what the trainer computes: the LM head at label positions only
+        model.zero_grad()
+        total, _, target = label_loss(model, batch)
+        total.backward()
+        return total.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone(), int((target != -100).sum())
+
+    packed = data.collate(packs, tokenizer.pad_token_id)
+    single = [reference(data.collate([one], tokenizer.pad_token_id)) for one in data.unpacked(rows)]
+    loss, grad, labelled = trained(packed)
+    assert labelled == sum(sum(r["completion_mask"]) for r in rows)
+    assert loss == pytest.approx(sum(s[0] for s in single), rel=1e-4)
+    assert torch.allclose(grad, sum(s[1] for s in single), rtol=1e-3, atol=1e-6)
+    assert reference(packed)[0] == pytest.approx(loss, rel=1e-5)
+    padded = data.collate(data.unpacked(rows[:2]), tokenizer.pad_token_id)  # a right-padded batch of two
+    assert trained(padded)[0] == pytest.approx(single[0][0] + single[1][0], rel=1e-4)
 
 
 # -- SFT runs -----------------------------------------------------------------------------------
@@ -280,6 +295,32 @@ def test_full_fine_tune_saves_whole_weights(tiny_qwen, demo_db, tmp_path):  # no
     record = json.loads((tmp_path / "run" / "train.json").read_text())
     assert record["model"] == "model" and (tmp_path / "run" / "model" / "config.json").exists()
 
+    from slimsql.train import grpo  # SLM-SQL's second stage: full-parameter GRPO from the full SFT model
+
+    stage2 = recipes.from_dict({"method": "grpo", "model": {"base": str(tiny_qwen), "dtype": "float32",
+                                                            "max_length": 1400},
+                                "data": {"eval_examples": 0},
+                                "training": {"max_steps": 1, "batch_size": 2, "save_steps": 100,
+                                             "learning_rate": 1e-5},
+                                "grpo": {"num_generations": 2, "max_completion_length": 4}}, "tiny-full-grpo")
+    grpo.train(stage2, str(pairs), tmp_path / "grpo", db=str(demo_db), from_run=tmp_path / "run")
+    record = json.loads((tmp_path / "grpo" / "train.json").read_text())
+    assert record["model"] == "model" and record["adapter"] is None
+    with pytest.raises(InputError, match="no LoRA adapter"):  # a LoRA recipe cannot continue a full model
+        grpo.train(tiny_recipe(tiny_qwen, method="grpo", training={"batch_size": 2}, grpo={"num_generations": 2}),
+                   str(pairs),
+                   tmp_path / "grpo2", db=str(demo_db), from_run=tmp_path / "run")
+    assert not (tmp_path / "grpo2").exists()  # refused before anything was written
+
+
+def test_all_linear_reaches_peft_as_its_shorthand():
+    require_training()
+    from slimsql.train.model import lora_config
+
+    recipe = tiny_recipe(Path("x"), lora={"target_modules": "all-linear", "top_layers": 2})
+    config = lora_config(recipe, 24)
+    assert config.target_modules == "all-linear" and list(config.layers_to_transform) == [22, 23]
+
 
 def test_qlora_on_a_machine_without_cuda_is_one_line_naming_lora():
     require_training()
@@ -335,3 +376,36 @@ def test_grpo_run_from_an_sft_adapter(tiny_qwen, demo_db, tmp_path):  # noqa: F8
     log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
     assert all("rewards/execution_reward/mean" in e for e in log if "reward" in e)
     assert (tmp_path / "grpo" / "adapter" / "adapter_config.json").exists()
+
+
+# -- a fine-tuned model is asked as it was taught ---------------------------------------------
+
+def test_a_registered_fine_tune_is_asked_with_its_training_prompt(monkeypatch):
+    from slimsql import cli, models
+
+    class Found:
+        style, samples, prune_tokens = "strict-chatml", 3, 500
+
+    monkeypatch.setattr(models, "find_local", lambda name: Found() if name == "ft-q05-lora" else None)
+    parser = cli.build_parser()
+    for command in (["ask", "--db", "x.sqlite", "q"], ["eval", "spider", "--out", "o"], ["serve", "--db", "x.sqlite"]):
+        args = parser.parse_args(command + ["--model", "ft-q05-lora"])
+        settings = cli.settings_from_args(args)
+        assert (settings.style, settings.samples, settings.prune_tokens) == ("strict-chatml", 3, 500), command
+    args = parser.parse_args(["ask", "--db", "x.sqlite", "q", "--model", "ft-q05-lora", "--style", "compact",
+                              "--samples", "0"])
+    settings = cli.settings_from_args(args)
+    assert (settings.style, settings.samples, settings.prune_tokens) == ("compact", 0, 500)  # flags win
+    args = parser.parse_args(["ask", "--db", "x.sqlite", "q", "--model", "qwen2.5-coder-0.5b"])
+    assert cli.settings_from_args(args).style == "sqlite-expert"  # other models: the defaults
+
+
+def test_a_resumed_run_keeps_its_best_score(tmp_path):
+    pytest.importorskip("transformers")
+    recipe = tiny_recipe(Path("unused"), data={"eval_examples": 2})
+    folder = run.begin(tmp_path / "r", recipe, resume=False, method="lora", source={"data": "d", "db": None})
+    folder.update(best={"step": 40, "dev_ex": 0.9, "dev_examples": 2})
+    _, dev_ex, _ = run.callbacks(folder, recipe, [], None, "r", lambda m: None, run.settings_for(recipe))
+    assert dev_ex.best == 0.9
+    with pytest.raises(InputError, match="trained on"):
+        run.check_begin(tmp_path / "r", recipe, resume=True, source={"data": "other", "db": None})

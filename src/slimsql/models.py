@@ -568,7 +568,10 @@ def resolve_local(model: LocalModel, progress: Progress | None = None) -> ModelF
     common = {"name": model.name, "kind": model.kind, "style": model.style, "samples": model.samples,
               "prune_tokens": model.prune_tokens}
     if model.kind == "gguf-lora":
-        lora = next(f for f in model.files if f.role == "lora")
+        lora = next((f for f in model.files if f.role == "lora"), None)
+        if lora is None:
+            raise ModelError(f"local model {model.name} is a LoRA without its lora file in {local_registry_path()}; "
+                             f"export it again")
         spec = registry_name(model.base or "")
         if spec is not None:
             base = ensure(find(spec), progress)

@@ -69,6 +69,11 @@ class Prepared:
 
 # -- sources ------------------------------------------------------------------------------
 
+def semantics(data: str) -> str:
+    """How results are compared for ``data``, as ``slimsql eval`` compares them (BIRD: sets)."""
+    return "bird" if data.partition(":")[0] == "bird" else "spider"
+
+
 def load(data: str, *, db: str | None = None, split: str = "train", workdir: Path | None = None) -> Dataset:
     """The examples ``data`` names (see the module docstring)."""
     kind, _, rest = data.partition(":")
@@ -232,9 +237,11 @@ def tokenized(tokenizer, prepared: Prepared, max_length: int) -> list[dict[str, 
 # -- prefix packing --------------------------------------------------------------------------
 
 def _common_prefix(rows: Sequence[dict[str, Any]]) -> int:
-    """Tokens every row's prompt starts with (never into a completion)."""
+    """Tokens every row's prompt starts with, stopping at least one token before any completion:
+    each example's own part then starts with a prompt token, so its first answer token is
+    predicted from its own prompt (identical prompts, as duplicate questions have, included)."""
     first = rows[0]["input_ids"]
-    length = min(r["completion_mask"].index(1) for r in rows)
+    length = min(r["completion_mask"].index(1) for r in rows) - 1
     for row in rows[1:]:
         ids = row["input_ids"]
         n = 0

@@ -382,7 +382,10 @@ def merged_model(run: Run | str | Path, folder: str | Path, dtype: str = "bfloat
     except ImportError:
         raise ModelError("exporting needs: pip install 'slimsql[train]'") from None
     if run.model is not None:
-        model = AutoModelForCausalLM.from_pretrained(str(run.model), dtype=torch.float32)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(run.model), dtype=torch.float32)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ModelError(f"cannot load the fine-tuned model in {run.model}: {str(err).splitlines()[0]}") from None
     else:
         try:
             from peft import PeftModel

@@ -77,26 +77,18 @@ class Rewards:
 
 def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, from_run: Path | None = None,
           resume: bool = False) -> dict[str, Any]:
-    loading.require_packages()
-    loading.check_device(recipe)
     if recipe.grpo is None:
         raise InputError(f"recipe {recipe.name} has no grpo section; GRPO needs a grpo recipe")
+    base, source, continue_from = run.start(recipe, out, data_arg, db, from_run, resume)
     from datasets import Dataset as HFDataset
     from trl import GRPOConfig, GRPOTrainer
 
-    adapter = None
-    if from_run is not None:
-        previous = run.RunFolder(from_run).record()
-        if not previous.get("adapter"):
-            raise InputError(f"{from_run} has no LoRA adapter to start GRPO from")
-        adapter = Path(from_run) / previous["adapter"]
-    base = loading.resolve_base(recipe.model.base)
     tokenizer = loading.load_tokenizer(base)
     tokenizer.padding_side = "left"  # generation pads on the left
     settings = run.settings_for(recipe)
 
     dataset = data.load(data_arg, db=db)
-    train_examples, dev_slice = run.split_dev(dataset, recipe, None)
+    train_examples, dev_slice = run.split_dev(dataset, recipe, run.dev_split(data_arg, recipe))
     prepared = data.prepare(train_examples, settings, data.TokenCounter(tokenizer), source=data_arg)
     limit = recipe.model.max_length - recipe.grpo.max_completion_length
     rows, too_long = [], 0
@@ -112,20 +104,15 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     summary = {**prepared.summary(), "kept": len(rows), "dev_examples": len(dev_slice)}
     print(f"data: {len(rows)} prompts from {data_arg}; dropped {dict(prepared.dropped) or 'none'}", flush=True)
 
-    folder = run.begin(out, recipe, resume=resume, method="grpo", base=base.to_dict(), data=summary,
+    folder = run.begin(out, recipe, resume=resume, method="grpo", source=source, base=base.to_dict(), data=summary,
                        from_run=str(from_run) if from_run else None)
-    model = loading.load_model(base, recipe)
-    loading.save_base(base, tokenizer, model, folder.path / "base")
-    model = loading.trainable(model, recipe, adapter)
-
-    def save_best(m) -> None:
-        m.save_pretrained(folder.path / "adapter")
-        folder.update(adapter="adapter")
-
+    model = run.load_trainable(recipe, base, continue_from, folder, tokenizer)
+    save_best = run.saver(folder, recipe, tokenizer)
+    semantics = data.semantics(data_arg)
     hooks, dev_ex, interrupt = run.callbacks(folder, recipe, dev_slice, tokenizer, folder.path.name, save_best,
-                                             settings)
+                                             settings, semantics=semantics)
     by_id = {ex.id: ex for ex in train_examples}
-    rewards = Rewards([by_id[r["example_id"]] for r in rows], timeout=recipe.grpo.timeout)
+    rewards = Rewards([by_id[r["example_id"]] for r in rows], timeout=recipe.grpo.timeout, semantics=semantics)
     g = recipe.grpo
 
     def execution_reward(prompts, completions, **kw):
@@ -146,8 +133,8 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     finally:
         rewards.close()
     seconds = time.perf_counter() - clock
-    if not dev_slice or dev_ex.best is None:
-        save_best(trainer.model)
+    if not dev_slice or not recipe.training.keep_best or dev_ex.best is None:
+        save_best(trainer.model)  # no dev score to choose by: the last weights
     trainer.model.save_pretrained(folder.path / "final")
     rewards_log = [e for e in folder.entries() if "reward" in e]
     result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1),

@@ -2,7 +2,8 @@
 folder or a hub id), its tokenizer, and the LoRA / QLoRA / full-parameter setup of a recipe.
 
 A run folder records where its base came from (``train.json``) and keeps the base's config and
-tokenizer (``base/``), so export and ``--from`` never need the hub.
+tokenizer (``base/``), which llama.cpp's LoRA converter reads. (Merging an adapter into a hub-id
+base still needs that base's weights, from the hub or its cache.)
 """
 
 from __future__ import annotations
@@ -44,6 +45,31 @@ def has_cuda() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def num_layers(base: "Base") -> int | None:
+    """The base's transformer layers, read from its config (no weights loaded); None if unknown."""
+    try:
+        from transformers import AutoConfig
+
+        kwargs = {"gguf_file": base.gguf_file} if base.gguf_file else {}
+        return int(AutoConfig.from_pretrained(base.source, **kwargs).num_hidden_layers)
+    except Exception:  # unreadable here: the check happens when the model loads
+        return None
+
+
+def check_recipe(recipe: Recipe, base: "Base") -> None:
+    """What can be checked of a recipe against its base before anything is written or loaded."""
+    layers = num_layers(base)
+    top = recipe.lora.top_layers if recipe.lora is not None else 0
+    if layers is not None and top > layers:
+        raise InputError(f"lora.top_layers must be between 1 and {layers} for {base.name}, got {top}")
+    if recipe.cuda_only and has_cuda():
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise InputError(f"recipe {recipe.name} needs bitsandbytes (QLoRA, 8-bit optimizers): "
+                             "pip install bitsandbytes")
 
 
 def check_device(recipe: Recipe) -> None:
@@ -119,15 +145,17 @@ def lora_config(recipe: Recipe, num_layers: int):
     if lora.top_layers and not 0 < lora.top_layers <= num_layers:
         raise InputError(f"lora.top_layers must be between 1 and {num_layers} for this model, got {lora.top_layers}")
     layers = list(range(num_layers - lora.top_layers, num_layers)) if lora.top_layers else None
+    targets = list(lora.target_modules)
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none",
+                      target_modules="all-linear" if targets == ["all-linear"] else targets,  # PEFT's shorthand
+                      task_type="CAUSAL_LM", bias="none",
                       layers_to_transform=layers, layers_pattern="layers" if layers else None)
 
 
 def trainable(model, recipe: Recipe, adapter: Path | None = None):
     """The model with what the recipe trains made trainable: a new LoRA adapter, the adapter of
     an earlier run (``adapter``, to continue it), or every weight (full fine-tuning)."""
-    if recipe.method == "full" and adapter is None:
+    if recipe.lora is None and adapter is None:  # full fine-tuning (SFT or GRPO)
         model.requires_grad_(True)
         return model
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training

@@ -301,7 +301,10 @@ def read_gguf_header(path: Path) -> tuple[dict[str, object], dict[str, tuple[int
 
 def gguf_arch(path: Path) -> Arch:
     """An Arch from a GGUF file's metadata and tensor shapes (no weights are read)."""
-    meta, shapes = read_gguf_header(Path(path))
+    try:
+        meta, shapes = read_gguf_header(Path(path))
+    except (ValueError, OSError, struct.error, UnicodeDecodeError, IndexError) as err:  # empty, cut short, corrupt
+        raise InputError(f"cannot read the GGUF header of {path}: {err}") from None
     arch = str(meta.get("general.architecture", ""))
 
     def get(key: str, default=None):

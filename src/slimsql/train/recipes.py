@@ -150,6 +150,11 @@ class Recipe:
             raise InputError(f"recipe {self.name}: training.learning_rate must be positive")
         if self.model.max_length < 16:
             raise InputError(f"recipe {self.name}: model.max_length must be at least 16")
+        # the packed sequences' 4-D boolean mask is honoured by sdpa only (eager would add it, flash drops it)
+        _one_of("model.attn_implementation", self.model.attn_implementation, ("sdpa",))
+        if self.training.packing and not self.training.completion_only:
+            raise InputError(f"recipe {self.name}: training.packing shares the prompt among examples; "
+                             "it needs training.completion_only: true")
         if self.lora is not None and self.lora.top_layers < 0:
             raise InputError(f"recipe {self.name}: lora.top_layers must be 0 (all layers) or more")
         if self.grpo is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +74,35 @@ class RunFolder:
             handle.write(json.dumps(entry) + "\n")
 
     def entries(self) -> list[dict[str, Any]]:
+        """The log's entries; a line cut short by a killed process is skipped."""
         path = self.path / "log.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
 
     def last_checkpoint(self) -> Path | None:
-        found = sorted((self.path / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        return found[-1] if found else None
+        found = [(int(p.name.split("-")[-1]), p) for p in (self.path / "checkpoints").glob("checkpoint-*")
+                 if p.name.split("-")[-1].isdigit() and p.is_dir()]
+        return max(found)[1] if found else None
 
 
-def begin(out: Path, recipe: Recipe, *, resume: bool, method: str, **record: Any) -> RunFolder:
-    """A new run folder (refusing to overwrite another run), or the existing one to resume."""
+def recipe_of(record: dict[str, Any]) -> Recipe:
+    """The recipe a run was trained with, from its train.json."""
+    from .recipes import from_dict
+
+    stored = {k: v for k, v in record["recipe_config"].items() if k != "name" and v is not None}
+    return from_dict(stored, record["recipe"])
+
+
+def check_begin(out: Path, recipe: Recipe, *, resume: bool, source: dict[str, Any]) -> None:
+    """Refuse, before anything is loaded or written, a run that would overwrite another, or a
+    resume with other recipe settings or other data."""
     folder = RunFolder(out)
     if folder.record_path.exists():
         if not resume:
@@ -92,14 +110,101 @@ def begin(out: Path, recipe: Recipe, *, resume: bool, method: str, **record: Any
         old = folder.record()
         if old.get("recipe_config") != json.loads(json.dumps(recipe.to_dict())):  # as stored (lists, not tuples)
             raise InputError(f"{out} was trained with other recipe settings; resume it with the same recipe and flags")
-        return folder
-    if resume:
+        if old.get("source") not in (None, source):
+            raise InputError(f"{out} was trained on {old['source']}; resume it with the same --data and --db")
+    elif resume:
         raise InputError(f"nothing to resume in {out} (no train.json)")
-    folder.write({"format": FORMAT, "name": folder.path.name, "method": method, "recipe": recipe.name,
-                  "recipe_config": recipe.to_dict(), "style": recipe.data.style, "samples": recipe.data.samples,
-                  "prune_tokens": recipe.data.prune_tokens, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "adapter": None, "model": None, **record})
+
+
+def begin(out: Path, recipe: Recipe, *, resume: bool, method: str, source: dict[str, Any],
+          **record: Any) -> RunFolder:
+    """A new run folder (refusing to overwrite another run), or the existing one to resume."""
+    check_begin(out, recipe, resume=resume, source=source)
+    folder = RunFolder(out)
+    if not folder.record_path.exists():
+        folder.write({"format": FORMAT, "name": folder.path.name, "method": method, "recipe": recipe.name,
+                      "recipe_config": recipe.to_dict(), "style": recipe.data.style, "samples": recipe.data.samples,
+                      "prune_tokens": recipe.data.prune_tokens, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "source": source, "adapter": None, "model": None, **record})
     return folder
+
+
+def check_from(recipe: Recipe, from_run: Path | None, base: dict[str, Any]) -> Path | None:
+    """The adapter (or full model) of ``from_run`` to continue from, after checking it was trained
+    on the same base with the same prompt settings."""
+    if from_run is None:
+        return None
+    previous = RunFolder(from_run).record()
+    same = (previous.get("base", {}).get("sha256") or previous.get("base", {}).get("name")) == \
+        (base.get("sha256") or base.get("name"))
+    if not same:
+        raise InputError(f"{from_run} was trained on {previous.get('base', {}).get('name')}, not {base.get('name')}")
+    prompt_then = (previous.get("style"), previous.get("samples"), previous.get("prune_tokens"))
+    prompt_now = (recipe.data.style, recipe.data.samples, recipe.data.prune_tokens)
+    if prompt_then != prompt_now:
+        raise InputError(f"{from_run} was trained with prompt settings (style, samples, prune_tokens) {prompt_then}, "
+                         f"this recipe has {prompt_now}: the model would be asked otherwise than it was taught")
+    if recipe.lora is None:
+        if not previous.get("model"):
+            raise InputError(f"{from_run} has no full model to continue from (recipe {recipe.name} trains all weights)")
+        return Path(from_run) / previous["model"]
+    if not previous.get("adapter"):
+        raise InputError(f"{from_run} has no LoRA adapter to continue from")
+    return Path(from_run) / previous["adapter"]
+
+
+def start(recipe: Recipe, out: Path, data_arg: str, db: str | None, from_run: Path | None, resume: bool):
+    """Everything checked before a run loads its model or writes a file: the device, the run
+    folder, the recipe against its base, the run it continues from. Returns (base, source, from):
+    ``from`` is the earlier run's adapter (or full model folder) to continue, or None."""
+    from . import model as loading
+
+    loading.require_packages()
+    loading.check_device(recipe)
+    base = loading.resolve_base(recipe.model.base)
+    source = {"data": data_arg, "db": db}
+    check_begin(out, recipe, resume=resume, source=source)
+    loading.check_recipe(recipe, base)
+    return base, source, check_from(recipe, from_run, base.to_dict())
+
+
+def load_trainable(recipe: Recipe, base, continue_from: Path | None, folder: RunFolder, tokenizer):
+    """The model to train: the base (or the full model of an earlier run) in the recipe's dtype,
+    made trainable per the recipe; the base's config and tokenizer are kept in ``RUN/base``."""
+    from . import model as loading
+
+    full = recipe.lora is None
+    loaded_from = replace(base, source=str(continue_from), gguf_file=None) if full and continue_from else base
+    model = loading.load_model(loaded_from, recipe)
+    loading.save_base(base, tokenizer, model, folder.path / "base")
+    return loading.trainable(model, recipe, None if full else continue_from)
+
+
+def saver(folder: RunFolder, recipe: Recipe, tokenizer):
+    """``save(model)``: the adapter to ``RUN/adapter`` (or, with no LoRA, the whole model and its
+    tokenizer to ``RUN/model``), recorded in train.json."""
+    full = recipe.lora is None
+
+    def save(model) -> None:
+        target = folder.path / ("model" if full else "adapter")
+        model.save_pretrained(target)
+        if full:
+            tokenizer.save_pretrained(target)
+        folder.update(**({"model": "model"} if full else {"adapter": "adapter"}))
+
+    return save
+
+
+def dev_split(data_arg: str, recipe: Recipe) -> Dataset | None:
+    """The benchmark's dev split, when the recipe takes its dev slice from there
+    (``data.eval_split: dev``) and the data names a benchmark; else None (held out)."""
+    if recipe.data.eval_split != "dev" or not recipe.data.eval_examples:
+        return None
+    if data_arg.split(":")[0] in ("spider", "bird"):
+        from . import data
+
+        return data.load(data_arg, split="dev")
+    return None
 
 
 def split_dev(dataset: Dataset, recipe: Recipe, dev: Dataset | None) -> tuple[list[Example], list[Example]]:
@@ -120,14 +225,14 @@ def split_dev(dataset: Dataset, recipe: Recipe, dev: Dataset | None) -> tuple[li
 
 
 def callbacks(folder: RunFolder, recipe: Recipe, dev_slice: list[Example], tokenizer, name: str,
-              save_best, settings: Settings, seen: dict[str, int] | None = None):
+              save_best, settings: Settings, seen: dict[str, int] | None = None, semantics: str = "spider"):
     """Log, score the dev slice by execution (keeping the best), stop cleanly on Ctrl-C.
     ``seen["examples"]``, when given, is logged as the examples trained so far."""
     from transformers import TrainerCallback
 
     class Log(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
+            if logs and state.is_world_process_zero:
                 extra = {"examples": seen["examples"]} if seen is not None else {}
                 folder.log({"step": state.global_step, "epoch": round(state.epoch or 0, 4),
                             "time": round(time.time(), 1), **extra,
@@ -137,7 +242,8 @@ def callbacks(folder: RunFolder, recipe: Recipe, dev_slice: list[Example], token
         """Every ``eval_steps`` (and at the end): EX on the dev slice through the eval road."""
 
         def __init__(self):
-            self.best: float | None = None
+            earlier = folder.record().get("best") if folder.record_path.exists() else None
+            self.best: float | None = earlier.get("dev_ex") if earlier else None  # a resumed run keeps its best
             self.last_step = -1
 
         def score(self, model, step: int) -> float:
@@ -147,7 +253,7 @@ def callbacks(folder: RunFolder, recipe: Recipe, dev_slice: list[Example], token
             backend = TransformersBackend.wrap(model, tokenizer, name)
             dataset = Dataset("dev-slice", "dev", list(dev_slice))
             config = RunConfig.for_settings(settings, dataset="dev-slice", split="dev", model=name,
-                                            backend="transformers", preset="fast")
+                                            backend="transformers", preset="fast", semantics=semantics)
             was_training = model.training
             model.eval()
             model.config.use_cache = True
@@ -161,8 +267,8 @@ def callbacks(folder: RunFolder, recipe: Recipe, dev_slice: list[Example], token
             return float(summary.get("ex") or 0.0)
 
         def evaluate(self, model, state) -> None:
-            if not dev_slice or state.global_step == self.last_step:
-                return
+            if not dev_slice or state.global_step == self.last_step or not state.is_world_process_zero:
+                return  # several processes (accelerate): the main one scores and saves
             self.last_step = state.global_step
             start = time.perf_counter()
             ex = self.score(model, state.global_step)

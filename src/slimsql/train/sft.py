@@ -33,6 +33,23 @@ class Result:
         return 3600 * self.examples / self.seconds if self.seconds else 0.0
 
 
+def label_loss(model, inputs):
+    """(summed cross-entropy over the label tokens, their logits, their targets), the LM head
+    applied only at the positions whose next token is a label."""
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    _, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
+    keep = torch.unique(cols)  # logits at position t predict token t + 1
+    forward = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    logits = model(**forward, use_cache=False, logits_to_keep=keep).logits.float()  # [B, len(keep), V]
+    target = labels[:, 1:][:, keep]
+    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100,
+                            reduction="sum")
+    return total, logits, target
+
+
 def _trainer_class(seen: dict[str, int]):
     """TRL's SFTTrainer with the loss computed from the logits of the label positions only.
 
@@ -41,23 +58,14 @@ def _trainer_class(seen: dict[str, int]):
     2-core CPU costs more than the model.) Batches come from :func:`slimsql.train.data.collate`
     (prefix packs with their 4-D mask); ``seen["examples"]`` counts the examples trained."""
     import torch
-    import torch.nn.functional as F
     from trl import SFTTrainer
 
     class Trainer(SFTTrainer):
         loss_is_scaled_for_ga = True  # compute_loss divides by the label tokens of the accumulated batch
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs["labels"]
             examples = inputs.get("examples")
-            # positions whose next token is a label: only they go through the LM head
-            rows, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
-            keep = torch.unique(cols)
-            forward = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-            logits = model(**forward, use_cache=False, logits_to_keep=keep).logits.float()  # [B, len(keep), V]
-            target = labels[:, 1:][:, keep]
-            total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100,
-                                    reduction="sum")
+            total, logits, target = label_loss(model, inputs)
             valid = (target != -100).sum()
             count = num_items_in_batch if num_items_in_batch is not None else \
                 valid * self.current_gradient_accumulation_steps
@@ -75,15 +83,6 @@ def _trainer_class(seen: dict[str, int]):
             return torch.tensor(count, device=device)
 
     return Trainer
-
-
-def _dev_dataset(data_arg: str, recipe: Recipe):
-    """The benchmark's dev split, when the recipe asks for it and the data names a benchmark."""
-    if recipe.data.eval_split != "dev" or not recipe.data.eval_examples:
-        return None
-    if data_arg.split(":")[0] in ("spider", "bird"):
-        return data.load(data_arg, split="dev")
-    return None
 
 
 def sample_shape(recipe: Recipe, data_arg: str, *, db: str | None = None, databases: int = 10) -> dict[str, float]:
@@ -114,21 +113,15 @@ def sample_shape(recipe: Recipe, data_arg: str, *, db: str | None = None, databa
 
 def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, from_run: Path | None = None,
           resume: bool = False, progress: bool = True) -> Result:
-    loading.require_packages()
-    loading.check_device(recipe)
+    base, source, continue_from = run.start(recipe, out, data_arg, db, from_run, resume)
     from datasets import Dataset as HFDataset
     from trl import SFTConfig
 
-    if from_run is not None:
-        previous = run.RunFolder(from_run).record()
-        if not previous.get("adapter"):
-            raise InputError(f"{from_run} has no LoRA adapter to continue from")
-    base = loading.resolve_base(recipe.model.base)
     tokenizer = loading.load_tokenizer(base)
     settings = run.settings_for(recipe)
 
     dataset = data.load(data_arg, db=db)
-    train_examples, dev_slice = run.split_dev(dataset, recipe, _dev_dataset(data_arg, recipe))
+    train_examples, dev_slice = run.split_dev(dataset, recipe, run.dev_split(data_arg, recipe))
     counter = data.TokenCounter(tokenizer)
     started = time.perf_counter()
     prepared = data.prepare(train_examples, settings, counter, source=data_arg)
@@ -137,39 +130,26 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
         raise InputError(f"no training example left from {data_arg}: {prepared.summary()['dropped']}")
     prep_s = time.perf_counter() - started
     tokens = sum(len(r["input_ids"]) for r in rows)
+    answer_tokens = sum(sum(r["completion_mask"]) for r in rows)
     summary = {**prepared.summary(), "kept": len(rows), "tokens": tokens, "mean_tokens": round(tokens / len(rows), 1),
-               "dev_examples": len(dev_slice), "prepare_s": round(prep_s, 1)}
+               "mean_completion_tokens": round(answer_tokens / len(rows), 1), "dev_examples": len(dev_slice),
+               "prepare_s": round(prep_s, 1)}
     print(f"data: {summary['kept']} examples ({summary['mean_tokens']} tokens each on average) from {data_arg}; "
           f"dropped {summary['dropped'] or 'none'}; dev slice {len(dev_slice)}", flush=True)
 
-    folder = run.begin(out, recipe, resume=resume, method=recipe.method, base=base.to_dict(), data=summary,
-                       from_run=str(from_run) if from_run else None)
-    model = loading.load_model(base, recipe)
-    loading.save_base(base, tokenizer, model, folder.path / "base")
-    adapter = Path(from_run) / "adapter" if from_run else None
-    model = loading.trainable(model, recipe, adapter)
+    folder = run.begin(out, recipe, resume=resume, method=recipe.method, source=source, base=base.to_dict(),
+                       data=summary, from_run=str(from_run) if from_run else None)
+    model = run.load_trainable(recipe, base, continue_from, folder, tokenizer)
     trained, total = loading.count_parameters(model)
     print(f"model: {base.name}, {recipe.method}, {trained:,} of {total:,} parameters trained", flush=True)
-
-    full = recipe.method == "full"
-
-    def save_best(m) -> None:
-        target = folder.path / ("model" if full else "adapter")
-        m.save_pretrained(target)
-        if full:
-            tokenizer.save_pretrained(target)
-        folder.update(**({"model": "model"} if full else {"adapter": "adapter"}))
+    save_best = run.saver(folder, recipe, tokenizer)
 
     seen = {"examples": 0}
     hooks, dev_ex, interrupt = run.callbacks(folder, recipe, dev_slice, tokenizer, folder.path.name, save_best,
-                                             settings, seen)
+                                             settings, seen, semantics=data.semantics(data_arg))
     if not recipe.training.completion_only:  # the loss on every token, the prompt's too
         rows = [{**r, "completion_mask": [1] * len(r["input_ids"])} for r in rows]
-    if recipe.training.packing:
-        if not recipe.training.completion_only:
-            raise InputError("packing shares the prompt among examples: it needs training.completion_only: true")
-        if recipe.model.attn_implementation != "sdpa":
-            raise InputError("packing needs model.attn_implementation: sdpa (its 4-D attention mask)")
+    if recipe.training.packing:  # (the recipe checks it trains completion-only, with sdpa attention)
         packs = data.pack(rows, recipe.model.max_length, recipe.data.seed)
     else:
         packs = data.unpacked(rows)
