@@ -317,9 +317,23 @@ def test_all_linear_reaches_peft_as_its_shorthand():
     require_training()
     from slimsql.train.model import lora_config
 
-    recipe = tiny_recipe(Path("x"), lora={"target_modules": "all-linear", "top_layers": 2})
-    config = lora_config(recipe, 24)
-    assert config.target_modules == "all-linear" and list(config.layers_to_transform) == [22, 23]
+    recipe = tiny_recipe(Path("x"), lora={"target_modules": "all-linear", "top_layers": 0})
+    assert lora_config(recipe, 24).target_modules == "all-linear"  # PEFT's own shorthand
+    on_top = recipes.override(recipe, **{"lora.top_layers": 2})  # PEFT takes no layer choice with it: spelled out
+    config = lora_config(on_top, 24, ["down_proj", "q_proj"])
+    assert config.target_modules == {"down_proj", "q_proj"} and list(config.layers_to_transform) == [22, 23]
+    with pytest.raises(InputError):
+        lora_config(on_top, 24)
+
+
+def test_all_linear_names_every_linear_module_of_the_layers(tiny_qwen):  # noqa: F811
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from slimsql.train.model import linear_names
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen, dtype=torch.float32)
+    assert linear_names(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
 def test_qlora_on_a_machine_without_cuda_is_one_line_naming_lora():

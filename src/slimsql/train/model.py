@@ -138,16 +138,33 @@ def load_model(base: Base, recipe: Recipe):
     return model
 
 
-def lora_config(recipe: Recipe, num_layers: int):
+def linear_names(model) -> list[str]:
+    """The names of the model's linear modules inside its layers (what ``all-linear`` means)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"})
+
+
+def lora_config(recipe: Recipe, num_layers: int, linear: list[str] | None = None):
+    """PEFT's LoraConfig for the recipe. ``all-linear`` is PEFT's shorthand, which PEFT does not
+    combine with a layer selection: with ``top_layers`` it is spelled out as ``linear`` (the
+    model's linear module names, :func:`linear_names`)."""
     from peft import LoraConfig
 
     lora = recipe.lora
     if lora.top_layers and not 0 < lora.top_layers <= num_layers:
         raise InputError(f"lora.top_layers must be between 1 and {num_layers} for this model, got {lora.top_layers}")
     layers = list(range(num_layers - lora.top_layers, num_layers)) if lora.top_layers else None
-    targets = list(lora.target_modules)
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules="all-linear" if targets == ["all-linear"] else targets,  # PEFT's shorthand
+    targets: list[str] | str = list(lora.target_modules)
+    if targets == ["all-linear"]:
+        if layers is None:
+            targets = "all-linear"
+        elif linear:
+            targets = linear
+        else:
+            raise InputError("lora.target_modules: all-linear with lora.top_layers needs the model's module names")
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                       task_type="CAUSAL_LM", bias="none",
                       layers_to_transform=layers, layers_pattern="layers" if layers else None)
 
@@ -166,7 +183,7 @@ def trainable(model, recipe: Recipe, adapter: Path | None = None):
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     if recipe.lora is None:
         raise InputError(f"recipe {recipe.name} has no lora section")
-    return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
+    return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers, linear_names(model)))
 
 
 def count_parameters(model) -> tuple[int, int]:
