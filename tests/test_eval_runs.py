@@ -342,3 +342,23 @@ def test_zero_timings_are_kept_and_older_configs_resume(tmp_path):
     folder.start({"dataset": "spider", "limit": 10, "db_ids": None})  # resumes
     with pytest.raises(InputError):
         folder.start({"dataset": "spider", "limit": 10, "db_ids": ["zoo"]})
+
+
+def test_a_run_stopped_before_its_end_can_be_compared(tmp_path):
+    """Paired comparison of a run still going (predictions, no metrics.json yet) with a finished one."""
+    import shutil
+    from pathlib import Path
+
+    base = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "spider-dev-qwen2.5-coder-0.5b-default"
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(base / "config.json", partial / "config.json")
+    lines = (base / "predictions.jsonl").read_text().splitlines()[:30]
+    (partial / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    result = compare(base, partial)  # the same 30 records on both sides: paired, no difference
+    assert 0 < result["examples"] <= 30 and result["metrics"]["ex"]["diff"] == 0.0
+    assert result["fixed"] == [] and result["broken"] == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="not a run folder"):
+        compare(base, empty)

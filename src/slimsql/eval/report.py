@@ -22,9 +22,14 @@ def _pct(value: float | None) -> str:
 def load_run(folder: str | Path) -> tuple[dict[str, Any], list[Record]]:
     """A run's summary and records, read only. The metrics are recomputed from
     ``predictions.jsonl`` with the current metric code; timing, config and dataset
-    notes come from ``metrics.json``."""
+    notes come from ``metrics.json``, which a run writes at its end: before that (or when it
+    was stopped) the summary holds only what the predictions give."""
     run = RunFolder(folder)
-    summary, records = run.metrics(), run.records()
+    records = run.records() if run.predictions.exists() else []
+    if run.metrics_path.exists() or not records:
+        summary = run.metrics()  # (without either file: "not a run folder")
+    else:  # a run still going, or stopped before its end: what it has scored so far
+        summary = {"in_progress": True}
     if records:
         summary.update(metrics.summarize(records))
     return summary, records
