@@ -1,6 +1,7 @@
 """`slimsql train plan`'s time estimate against a measured run.
 
-Reads a finished run folder: the measured seconds per optimizer step are the median interval
+Reads a finished run folder: the examples per hour of training (first to last logged step, less
+the dev-slice evaluations between them); the measured seconds per optimizer step are the median interval
 between consecutive logged steps (intervals holding a dev-slice evaluation left out); the plan
 is computed for the same recipe with the run's own measured shape (tokens per packed sequence,
 examples per sequence, answer tokens per example) and this machine's matmul rate, measured now.
@@ -43,6 +44,11 @@ def main() -> int:
         if steps > 0:
             intervals.append((after["time"] - before["time"]) / steps)
     measured = statistics.median(intervals)
+    # examples per hour of training: first to last logged step, less the dev evaluations between them
+    first, last = logged[0], logged[-1]
+    evaluating = sum(e.get("eval_s", 0) for e in entries if "dev_ex" in e and first["step"] <= e["step"] <= last["step"])
+    trained = last.get("examples", 0) - first.get("examples", 0)
+    training_s = last["time"] - first["time"] - evaluating
     shape = record["data"]
     per_sequence = shape["kept"] / shape["sequences"]
     tokens = round(shape["sequence_tokens"] / shape["sequences"])
@@ -56,6 +62,10 @@ def main() -> int:
               "sequences": shape["sequences"], "tokens_per_sequence": tokens,
               "examples_per_sequence": round(per_sequence, 2), "completion_tokens": completion,
               "measured_seconds_per_step": round(measured, 2), "intervals": len(intervals),
+              "examples_trained_between_first_and_last_log": trained,
+              "training_minutes_without_dev_evaluations": round(training_s / 60, 1),
+              "dev_evaluation_minutes": round(evaluating / 60, 1),
+              "examples_per_hour_of_training": round(3600 * trained / training_s) if training_s > 0 else None,
               "estimated_seconds_per_step": round(estimate.seconds_per_step, 2),
               "measured_over_estimate": round(checked.ratio, 2),
               "matmul_gflops": round(estimate.throughput / 1e9, 1), "efficiency": estimate.efficiency,

@@ -112,7 +112,7 @@ def sample_shape(recipe: Recipe, data_arg: str, *, db: str | None = None, databa
 
 
 def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, from_run: Path | None = None,
-          resume: bool = False, progress: bool = True) -> Result:
+          resume: bool = False) -> Result:
     base, source, continue_from = run.start(recipe, out, data_arg, db, from_run, resume)
     from datasets import Dataset as HFDataset
     from trl import SFTConfig
