@@ -10,7 +10,7 @@ from slimsql.backends.scripted import ScriptedBackend
 from slimsql.errors import InputError, ModelError
 from slimsql.eval import datasets
 from slimsql.eval.compare import compare, paired_bootstrap
-from slimsql.eval.metrics import categorize, schema_adherence
+from slimsql.eval.metrics import categorize, schema_adherence, single_quoted, string_names
 from slimsql.eval.report import write_report
 from slimsql.eval.runner import RunConfig, load_records, run
 from slimsql.eval.store import Record
@@ -231,6 +231,32 @@ def test_schema_adherence(sql, ok):
     schema = Schema(tables=(Table("item", (Column("id"), Column("name"))),
                             Table("owner", (Column("owner_id"), Column("item_id")))))
     assert schema_adherence(sql, schema) is ok
+
+
+@pytest.mark.parametrize("sql,expected", [
+    ('SELECT name FROM item WHERE name = "box"', "SELECT name FROM item WHERE name = 'box'"),
+    # a quoted name that is a column, a table's column through its alias, or a select alias stays
+    ('SELECT "name" FROM item WHERE "name" = "it\'s"', "SELECT \"name\" FROM item WHERE \"name\" = 'it''s'"),
+    ('SELECT i."name" FROM item AS i WHERE i.id IN ("1", "2")', "SELECT i.\"name\" FROM item AS i WHERE i.id IN ('1', '2')"),
+    ('SELECT count(*) AS "n" FROM item ORDER BY "n"', 'SELECT count(*) AS "n" FROM item ORDER BY "n"'),
+    ('SELECT name FROM item WHERE id IN (SELECT item_id FROM owner WHERE owner_id  =  "7")',
+     "SELECT name FROM item WHERE id IN (SELECT item_id FROM owner WHERE owner_id  =  '7')"),
+    ("SELECT name FROM item WHERE name = 'box'", "SELECT name FROM item WHERE name = 'box'"),
+    ('SELECT name FROM WHERE = "box"', 'SELECT name FROM WHERE = "box"'),  # does not parse: unchanged
+])
+def test_single_quoted_rewrites_only_sqlites_double_quoted_strings(sql, expected):
+    schema = Schema(tables=(Table("item", (Column("id"), Column("name"))),
+                            Table("owner", (Column("owner_id"), Column("item_id")))))
+    out = single_quoted(sql, schema)
+    assert out == expected
+    if out != sql:
+        assert not schema_adherence(sql, schema) and schema_adherence(out, schema)
+
+
+def test_single_quoted_leaves_other_dialects_alone():
+    schema = Schema(tables=(Table("item", (Column("name"),)),), dialect="postgres")
+    sql = 'SELECT name FROM item WHERE name = "box"'
+    assert string_names(sql, schema) == set() and single_quoted(sql, schema) == sql
 
 
 def test_categorize():

@@ -135,6 +135,24 @@ def test_gold_that_fails_and_missing_databases_are_dropped_and_counted(tokenizer
     assert rows == [] and prepared.dropped["longer than 32 tokens"] == 1
 
 
+def test_sqlites_double_quoted_strings_are_taught_single_quoted(tokenizer, demo_db, monkeypatch):
+    gold = 'SELECT first_name FROM customers WHERE city  =  "Porto"'
+    examples = [Example(id="dq", question="q", gold_sql=gold, db_id="shop", db_paths=(demo_db,)),
+                Example(id="plain", question="q", gold_sql="SELECT \"city\" FROM customers", db_id="shop",
+                        db_paths=(demo_db,))]
+    settings, counter = run.settings_for(tiny_recipe(Path("x"))), data.TokenCounter(tokenizer)
+    prepared = data.prepare(examples, settings, counter)
+    assert [e.completion for e in prepared.examples] == ["SELECT first_name FROM customers WHERE city  =  'Porto'",
+                                                        'SELECT "city" FROM customers']
+    assert prepared.summary()["changed"] == {"double-quoted strings single-quoted": 1}
+    assert data.prepare(examples, settings, counter, quote_strings=False).examples[0].completion == gold
+    # a rewrite that would change the result is not taught: the gold SQL stays as it was
+    monkeypatch.setattr(data.metrics, "single_quoted", lambda sql, schema: sql.replace('"Porto"', "'Lisbon'"))
+    kept = data.prepare(examples[:1], settings, counter)
+    assert kept.examples[0].completion == gold
+    assert kept.changed == {"double-quoted strings kept (result differs)": 1}
+
+
 # -- sources through Hugging Face datasets -----------------------------------------------------
 
 def test_sql_create_context_and_gretel_load_through_hf_datasets(tmp_path):

@@ -61,6 +61,52 @@ def schema_adherence(sql: str, schema: Schema) -> bool:
     return True
 
 
+def string_names(sql: str, schema: Schema) -> set[str]:
+    """The double-quoted names in ``sql`` that name no column where they stand.
+
+    SQLite reads such a name as a string literal (its own documented misfeature, on which
+    much of Spider's gold SQL leans: ``WHERE country = "france"``); every other engine, and
+    :func:`schema_adherence`, reads it as an unknown column. Only SQLite has the fallback, so
+    for any other dialect, or SQL that does not parse, the answer is empty.
+    """
+    if schema.dialect != "sqlite":
+        return set()
+    try:
+        tree = sqlglot.parse_one(sql, read=schema.dialect)
+        scopes = traverse_scope(tree) if tree is not None else []
+    except Exception:
+        return set()
+    names = set()
+    for scope in scopes:
+        aliases = {e.alias.lower() for e in getattr(scope.expression, "expressions", []) if isinstance(e, exp.Alias)}
+        for column in scope.columns:
+            if column.table or not isinstance(column.this, exp.Identifier) or not column.this.quoted:
+                continue
+            if column.find_ancestor(exp.Select) is not scope.expression and isinstance(scope.expression, exp.Select):
+                continue  # checked in its own scope
+            if not _column_found(column, scope, schema, aliases):
+                names.add(column.name)
+    return names
+
+
+def single_quoted(sql: str, schema: Schema) -> str:
+    """``sql`` with each double-quoted name of :func:`string_names` written as the single-quoted
+    string SQLite takes it for; only those tokens change (the rest of the text is kept byte
+    for byte). The same query on SQLite, and standard SQL everywhere else."""
+    names = string_names(sql, schema)
+    if not names:
+        return sql
+    from sqlglot.dialects.dialect import Dialect
+    from sqlglot.tokens import TokenType
+
+    pieces, last = [], 0
+    for token in Dialect.get_or_raise(schema.dialect).tokenize(sql):
+        if token.token_type == TokenType.IDENTIFIER and sql[token.start] == '"' and token.text in names:
+            pieces += [sql[last:token.start], "'" + token.text.replace("'", "''") + "'"]
+            last = token.end + 1
+    return "".join(pieces) + sql[last:]
+
+
 def _column_found(column: exp.Column, scope, schema: Schema, aliases: set[str]) -> bool:
     name, qualifier = column.name.lower(), column.table.lower()
     if not qualifier and name in aliases:

@@ -5,6 +5,11 @@ gold SQL, database). :func:`prepare` then, per example,
 
 1. runs the gold SQL through the read-only layer (with a time limit) and drops it, counted
    by reason, when it does not execute: a model is never taught a query that fails;
+   with ``quote_strings`` (the recipes' default) a double-quoted name that names no column
+   (SQLite's fallback reads it as a string: Spider's gold has ``WHERE country = "france"``)
+   is taught as the single-quoted string it is, when the query's result stays the same
+   (:func:`slimsql.eval.metrics.single_quoted`): a model trained on it writes standard SQL
+   that its schema check, and every other engine, accept;
 2. renders the prompt with :func:`slimsql.infer.prompt`, the function ``slimsql ask`` uses
    (same style, schema rendering, sample values and pruning), so train and inference prompts
    are byte-identical;
@@ -34,11 +39,12 @@ from typing import Any, Callable, Iterable, Sequence
 from ..backends import Message
 from ..db import open_database
 from ..errors import InputError, SlimsqlError
-from ..eval import datasets
+from ..eval import datasets, metrics
 from ..eval.datasets import Dataset, Example
 from ..infer import Settings, prompt
 
 DEFAULT_SPIDER = Path("../shared/benchmarks/spider")
+SAME_ROWS = 10_000  # rows compared when a rewritten gold query must give the original's result
 HUB = {"sql-create-context": "b-mc2/sql-create-context", "gretel": "gretelai/synthetic_text_to_sql"}
 #: the columns each Hugging Face source is read from: (context, question, sql)
 COLUMNS = {"sql-create-context": ("context", "question", "answer"), "gretel": ("sql_context", "sql_prompt", "sql")}
@@ -61,10 +67,11 @@ class Prepared:
     dropped: Counter = field(default_factory=Counter)  # reason -> count
     source: str = ""
     total: int = 0
+    changed: Counter = field(default_factory=Counter)  # how the gold SQL of kept examples was rewritten
 
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "read": self.total, "kept": len(self.examples),
-                "dropped": dict(self.dropped)}
+                "dropped": dict(self.dropped), "changed": dict(self.changed)}
 
 
 # -- sources ------------------------------------------------------------------------------
@@ -164,7 +171,8 @@ def pick(dataset: Dataset, limit: int = 0, seed: int = 0, exclude: Sequence[str]
 
 
 def prepare(examples: Sequence[Example], settings: Settings, counter=None, *, check_gold: bool = True,
-            timeout: float = 5.0, source: str = "", on_progress: Callable[[int, int], None] | None = None) -> Prepared:
+            quote_strings: bool = True, timeout: float = 5.0, source: str = "",
+            on_progress: Callable[[int, int], None] | None = None) -> Prepared:
     """Render ``examples`` as inference would, dropping (and counting) those that cannot train."""
     out = Prepared([], Counter(), source, len(examples))
     dbs: dict[Path, Any] = {}
@@ -185,18 +193,36 @@ def prepare(examples: Sequence[Example], settings: Settings, counter=None, *, ch
             except SlimsqlError:
                 out.dropped["database does not open"] += 1
                 continue
+            gold = example.gold_sql.strip()
             if check_gold:
                 try:
-                    db.execute(example.gold_sql, max_rows=1, timeout=timeout)
+                    db.execute(gold, max_rows=1, timeout=timeout)
                 except SlimsqlError as err:
                     out.dropped[f"gold SQL fails ({type(err).__name__})"] += 1
                     continue
+            if quote_strings:
+                gold = _quote_strings(db, schema, gold, out.changed, timeout)
             _, messages = prompt(db, counter, schema, example.asked, settings)
-            out.examples.append(Rendered(example.id, example.db_id, messages, example.gold_sql.strip(), path))
+            out.examples.append(Rendered(example.id, example.db_id, messages, gold, path))
     finally:
         for db in dbs.values():
             db.close()
     return out
+
+
+def _quote_strings(db, schema, gold: str, changed: Counter, timeout: float) -> str:
+    """``gold`` with SQLite's double-quoted strings single-quoted, when both give the same rows
+    (up to :data:`SAME_ROWS` of them); else ``gold`` as it was (counted)."""
+    rewritten = metrics.single_quoted(gold, schema)
+    if rewritten == gold:
+        return gold
+    try:
+        same = db.execute(gold, max_rows=SAME_ROWS, timeout=timeout).rows == \
+            db.execute(rewritten, max_rows=SAME_ROWS, timeout=timeout).rows
+    except SlimsqlError:
+        same = False
+    changed["double-quoted strings single-quoted" if same else "double-quoted strings kept (result differs)"] += 1
+    return rewritten if same else gold
 
 
 def prompt_text(tokenizer, messages: Sequence[Message]) -> str:

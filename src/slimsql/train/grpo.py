@@ -89,7 +89,8 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
 
     dataset = data.load(data_arg, db=db)
     train_examples, dev_slice = run.split_dev(dataset, recipe, run.dev_split(data_arg, recipe))
-    prepared = data.prepare(train_examples, settings, data.TokenCounter(tokenizer), source=data_arg)
+    prepared = data.prepare(train_examples, settings, data.TokenCounter(tokenizer),
+                           source=data_arg, quote_strings=recipe.data.quote_strings)
     limit = recipe.model.max_length - recipe.grpo.max_completion_length
     rows, too_long = [], 0
     for item in prepared.examples:

@@ -48,6 +48,9 @@ class DataSection:
     eval_split: str = "holdout"
     max_examples: int = 0  # train on at most this many examples (0 = all)
     seed: int = 0  # which subset, and the shuffle
+    #: teach SQLite's double-quoted strings (``= "france"``, common in Spider's gold) as the
+    #: single-quoted strings they are, when the result stays the same (standard SQL)
+    quote_strings: bool = True
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ def sample_shape(recipe: Recipe, data_arg: str, *, db: str | None = None, databa
         by_db.setdefault(ex.db_id, []).append(ex)
     chosen = random.Random(recipe.data.seed).sample(sorted(by_db), min(databases, len(by_db)))
     examples = [ex for db_id in chosen for ex in by_db[db_id]]
-    prepared = data.prepare(examples, run.settings_for(recipe), data.TokenCounter(tokenizer), source=data_arg)
+    prepared = data.prepare(examples, run.settings_for(recipe), data.TokenCounter(tokenizer),
+                           source=data_arg, quote_strings=recipe.data.quote_strings)
     rows = data.tokenized(tokenizer, prepared, recipe.model.max_length)
     if not rows:
         raise InputError(f"no usable example among {len(examples)} of {data_arg}: {dict(prepared.dropped)}")
@@ -124,7 +125,8 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     train_examples, dev_slice = run.split_dev(dataset, recipe, run.dev_split(data_arg, recipe))
     counter = data.TokenCounter(tokenizer)
     started = time.perf_counter()
-    prepared = data.prepare(train_examples, settings, counter, source=data_arg)
+    prepared = data.prepare(train_examples, settings, counter,
+                           source=data_arg, quote_strings=recipe.data.quote_strings)
     rows = data.tokenized(tokenizer, prepared, recipe.model.max_length)
     if not rows:
         raise InputError(f"no training example left from {data_arg}: {prepared.summary()['dropped']}")
