@@ -408,6 +408,17 @@ def test_grpo_run_from_an_sft_adapter(tiny_qwen, demo_db, tmp_path):  # noqa: F8
     log = [json.loads(line) for line in (tmp_path / "grpo" / "log.jsonl").read_text().splitlines()]
     assert all("rewards/execution_reward/mean" in e for e in log if "reward" in e)
     assert (tmp_path / "grpo" / "adapter" / "adapter_config.json").exists()
+    assert len(result["reward_by_epoch"]) == 1 and 0 <= result["reward_by_epoch"][0] <= 1.2
+
+
+def test_grpo_rewards_are_summed_up_per_epoch():
+    from slimsql.train.grpo import by_epoch
+
+    log = [{"step": 1, "epoch": 0.5, "reward": 0.2}, {"step": 2, "epoch": 1.0, "reward": 0.4, "loss": 0.1},
+           {"step": 3, "epoch": 1.5, "reward": 0.6}, {"step": 4, "epoch": 2.0, "reward": 1.0},
+           {"step": 4, "epoch": 2.0, "dev_ex": 0.5}]
+    assert by_epoch(log) == [0.3, 0.8]
+    assert by_epoch(log, "missing") == []
 
 
 # -- a fine-tuned model is asked as it was taught ---------------------------------------------

@@ -15,6 +15,8 @@ completions agree teaches nothing; that is GRPO's design, not a bug.
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -73,6 +75,16 @@ class Rewards:
 
     def close(self) -> None:
         self.scorer.close()
+
+
+def by_epoch(entries: Sequence[dict], key: str = "reward") -> list[float]:
+    """The mean of a logged value per epoch. Every epoch goes over the same prompts, so these
+    compare like with like, where one step's reward mostly says how hard its prompts were."""
+    groups: dict[int, list[float]] = {}
+    for entry in entries:
+        if key in entry and "epoch" in entry:
+            groups.setdefault(max(1, math.ceil(round(entry["epoch"], 6))), []).append(entry[key])
+    return [round(statistics.fmean(values), 4) for _, values in sorted(groups.items())]
 
 
 def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, from_run: Path | None = None,
@@ -140,10 +152,13 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     rewards_log = [e for e in folder.entries() if "reward" in e]
     result = {"steps": trainer.state.global_step, "seconds": round(seconds, 1),
               "first_reward": rewards_log[0]["reward"] if rewards_log else None,
-              "last_reward": rewards_log[-1]["reward"] if rewards_log else None}
+              "last_reward": rewards_log[-1]["reward"] if rewards_log else None,
+              "reward_by_epoch": by_epoch(rewards_log),
+              "execution_reward_by_epoch": by_epoch(rewards_log, "rewards/execution_reward/mean")}
     folder.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), global_step=trainer.state.global_step,
                   interrupted=interrupt.stopped, speed=result)
     run.plot_loss(folder)
-    print(f"GRPO: {result['steps']} steps in {seconds / 60:.1f} min, mean reward {result['first_reward']} -> "
-          f"{result['last_reward']}{run.interrupted_note(interrupt)} -> {out}", flush=True)
+    epochs = " -> ".join(f"{r:.3f}" for r in result["reward_by_epoch"])
+    print(f"GRPO: {result['steps']} steps in {seconds / 60:.1f} min, mean reward by epoch {epochs or 'none logged'}"
+          f"{run.interrupted_note(interrupt)} -> {out}", flush=True)
     return result
