@@ -10,7 +10,7 @@ from slimsql.backends.scripted import ScriptedBackend
 from slimsql.errors import InputError, ModelError
 from slimsql.eval import datasets
 from slimsql.eval.compare import compare, paired_bootstrap
-from slimsql.eval.metrics import categorize, schema_adherence, single_quoted, string_names
+from slimsql.eval.metrics import categorize, schema_adherence, single_quoted, string_spans
 from slimsql.eval.report import write_report
 from slimsql.eval.runner import RunConfig, load_records, run
 from slimsql.eval.store import Record
@@ -226,6 +226,8 @@ def test_bird_loader(tmp_path):
     ("SELECT name FROM item WHERE id IN (SELECT item_id FROM owner WHERE owner.owner_id = item.id)", True),
     ("SELECT name FROM item WHERE id IN (SELECT item_id FROM owner WHERE owner_id = id)", True),  # correlated
     ("SELECT o.name FROM owner AS o", False),
+    ("SELECT name FROM item JOIN (SELECT item_id FROM owner) ON id = item_id", True),  # an unaliased subquery
+    ("SELECT rowid, name FROM item", True),  # SQLite's implicit column
 ])
 def test_schema_adherence(sql, ok):
     schema = Schema(tables=(Table("item", (Column("id"), Column("name"))),
@@ -243,6 +245,15 @@ def test_schema_adherence(sql, ok):
      "SELECT name FROM item WHERE id IN (SELECT item_id FROM owner WHERE owner_id  =  '7')"),
     ("SELECT name FROM item WHERE name = 'box'", "SELECT name FROM item WHERE name = 'box'"),
     ('SELECT name FROM WHERE = "box"', 'SELECT name FROM WHERE = "box"'),  # does not parse: unchanged
+    # the same spelling as a table, an alias, a CTE or a real column elsewhere keeps its quotes there
+    ('SELECT name FROM "owner" AS o JOIN item ON o.item_id = item.id WHERE name = "owner"',
+     """SELECT name FROM "owner" AS o JOIN item ON o.item_id = item.id WHERE name = 'owner'"""),
+    ('SELECT "i".name FROM item AS "i" WHERE "i".name = "i"', """SELECT "i".name FROM item AS "i" WHERE "i".name = 'i'"""),
+    ('WITH "c" AS (SELECT name FROM item) SELECT name FROM "c" WHERE name = "c"',
+     """WITH "c" AS (SELECT name FROM item) SELECT name FROM "c" WHERE name = 'c'"""),
+    ('SELECT name FROM item WHERE name = "item_id" OR id IN (SELECT item_id FROM owner WHERE "item_id" = 1)',
+     """SELECT name FROM item WHERE name = 'item_id' OR id IN (SELECT item_id FROM owner WHERE "item_id" = 1)"""),
+    ('SELECT "rowid" FROM item WHERE "rowid" > 0', 'SELECT "rowid" FROM item WHERE "rowid" > 0'),
 ])
 def test_single_quoted_rewrites_only_sqlites_double_quoted_strings(sql, expected):
     schema = Schema(tables=(Table("item", (Column("id"), Column("name"))),
@@ -256,7 +267,7 @@ def test_single_quoted_rewrites_only_sqlites_double_quoted_strings(sql, expected
 def test_single_quoted_leaves_other_dialects_alone():
     schema = Schema(tables=(Table("item", (Column("name"),)),), dialect="postgres")
     sql = 'SELECT name FROM item WHERE name = "box"'
-    assert string_names(sql, schema) == set() and single_quoted(sql, schema) == sql
+    assert string_spans(sql, schema) == [] and single_quoted(sql, schema) == sql
 
 
 def test_categorize():

@@ -146,11 +146,11 @@ def test_sqlites_double_quoted_strings_are_taught_single_quoted(tokenizer, demo_
                                                         'SELECT "city" FROM customers']
     assert prepared.summary()["changed"] == {"double-quoted strings single-quoted": 1}
     assert data.prepare(examples, settings, counter, quote_strings=False).examples[0].completion == gold
-    # a rewrite that would change the result is not taught: the gold SQL stays as it was
+    # a rewrite that is another query is not taught (SQLite compiles it differently): the gold stays
     monkeypatch.setattr(data.metrics, "single_quoted", lambda sql, schema: sql.replace('"Porto"', "'Lisbon'"))
     kept = data.prepare(examples[:1], settings, counter)
     assert kept.examples[0].completion == gold
-    assert kept.changed == {"double-quoted strings kept (result differs)": 1}
+    assert kept.changed == {"double-quoted strings kept (another query)": 1}
 
 
 # -- sources through Hugging Face datasets -----------------------------------------------------
@@ -411,13 +411,15 @@ def test_grpo_run_from_an_sft_adapter(tiny_qwen, demo_db, tmp_path):  # noqa: F8
     assert len(result["reward_by_epoch"]) == 1 and 0 <= result["reward_by_epoch"][0] <= 1.2
 
 
-def test_grpo_rewards_are_summed_up_per_epoch():
+def test_grpo_rewards_are_averaged_per_epoch():
     from slimsql.train.grpo import by_epoch
 
     log = [{"step": 1, "epoch": 0.5, "reward": 0.2}, {"step": 2, "epoch": 1.0, "reward": 0.4, "loss": 0.1},
            {"step": 3, "epoch": 1.5, "reward": 0.6}, {"step": 4, "epoch": 2.0, "reward": 1.0},
            {"step": 4, "epoch": 2.0, "dev_ex": 0.5}]
     assert by_epoch(log) == [0.3, 0.8]
+    resumed = log[:3] + [{"step": 3, "epoch": 1.5, "reward": 0.8}] + log[3:]  # logged again after a resume
+    assert by_epoch(resumed) == [0.3, 0.9]
     assert by_epoch(log, "missing") == []
 
 

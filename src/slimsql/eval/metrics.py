@@ -19,6 +19,7 @@ from ..schema import Schema
 from .store import Record
 
 HARDNESS = ("easy", "medium", "hard", "extra")
+SQLITE_ROWID = ("rowid", "oid", "_rowid_")  # every ordinary SQLite table has these, unlisted
 CATEGORIES = ("correct", "wrong result", "unknown column", "unknown table", "syntax", "timeout", "format",
               "other error")
 
@@ -61,49 +62,47 @@ def schema_adherence(sql: str, schema: Schema) -> bool:
     return True
 
 
-def string_names(sql: str, schema: Schema) -> set[str]:
-    """The double-quoted names in ``sql`` that name no column where they stand.
+def string_spans(sql: str, schema: Schema) -> list[tuple[int, int, str]]:
+    """Where ``sql`` has a double-quoted name that names no column where it stands:
+    ``(start, end, name)`` of each such token (``end`` inclusive), in order.
 
     SQLite reads such a name as a string literal (its own documented misfeature, on which
     much of Spider's gold SQL leans: ``WHERE country = "france"``); every other engine, and
     :func:`schema_adherence`, reads it as an unknown column. Only SQLite has the fallback, so
-    for any other dialect, or SQL that does not parse, the answer is empty.
+    for any other dialect, or SQL that does not parse, there are none.
     """
     if schema.dialect != "sqlite":
-        return set()
+        return []
     try:
         tree = sqlglot.parse_one(sql, read=schema.dialect)
         scopes = traverse_scope(tree) if tree is not None else []
     except Exception:
-        return set()
-    names = set()
+        return []
+    spans = set()
     for scope in scopes:
         aliases = {e.alias.lower() for e in getattr(scope.expression, "expressions", []) if isinstance(e, exp.Alias)}
         for column in scope.columns:
-            if column.table or not isinstance(column.this, exp.Identifier) or not column.this.quoted:
+            name = column.this
+            if column.table or not isinstance(name, exp.Identifier) or not name.quoted:
                 continue
             if column.find_ancestor(exp.Select) is not scope.expression and isinstance(scope.expression, exp.Select):
                 continue  # checked in its own scope
+            start, end = name.meta.get("start"), name.meta.get("end")
+            if start is None or end is None or sql[start] != '"' or sql[end] != '"':
+                continue  # no position to rewrite at: leave it
             if not _column_found(column, scope, schema, aliases):
-                names.add(column.name)
-    return names
+                spans.add((start, end, column.name))
+    return sorted(spans)
 
 
 def single_quoted(sql: str, schema: Schema) -> str:
-    """``sql`` with each double-quoted name of :func:`string_names` written as the single-quoted
-    string SQLite takes it for; only those tokens change (the rest of the text is kept byte
-    for byte). The same query on SQLite, and standard SQL everywhere else."""
-    names = string_names(sql, schema)
-    if not names:
-        return sql
-    from sqlglot.dialects.dialect import Dialect
-    from sqlglot.tokens import TokenType
-
+    """``sql`` with each token of :func:`string_spans` written as the single-quoted string
+    SQLite takes it for; nothing else changes, byte for byte (a table, alias or column of the
+    same spelling elsewhere keeps its quotes)."""
     pieces, last = [], 0
-    for token in Dialect.get_or_raise(schema.dialect).tokenize(sql):
-        if token.token_type == TokenType.IDENTIFIER and sql[token.start] == '"' and token.text in names:
-            pieces += [sql[last:token.start], "'" + token.text.replace("'", "''") + "'"]
-            last = token.end + 1
+    for start, end, name in string_spans(sql, schema):
+        pieces += [sql[last:start], "'" + name.replace("'", "''") + "'"]
+        last = end + 1
     return "".join(pieces) + sql[last:]
 
 
@@ -114,17 +113,19 @@ def _column_found(column: exp.Column, scope, schema: Schema, aliases: set[str]) 
     current = scope
     while current is not None:
         sources = {k.lower(): v for k, v in current.sources.items()}
-        candidates = [sources[qualifier]] if qualifier in sources else ([] if qualifier else list(sources.values()))
+        named = bool(qualifier) and qualifier in sources  # (an unaliased subquery's key is "")
+        candidates = [sources[qualifier]] if named else ([] if qualifier else list(sources.values()))
         for source in candidates:
             if isinstance(source, exp.Table):
                 table = schema.table(source.name)
-                if table is not None and any(c.name.lower() == name for c in table.columns):
+                if table is not None and (any(c.name.lower() == name for c in table.columns)
+                                          or (schema.dialect == "sqlite" and name in SQLITE_ROWID)):
                     return True
             else:
                 outputs = _outputs(source)
                 if outputs is None or name in outputs:
                     return True
-        if qualifier in sources:
+        if named:
             return False  # the qualifier names a source that lacks the column
         current = current.parent
     return False

@@ -78,12 +78,15 @@ class Rewards:
 
 
 def by_epoch(entries: Sequence[dict], key: str = "reward") -> list[float]:
-    """The mean of a logged value per epoch. Every epoch goes over the same prompts, so these
-    compare like with like, where one step's reward mostly says how hard its prompts were."""
+    """The mean of a logged value per epoch (of the logged entries, the last one per step: a
+    resumed run logs again the steps after its checkpoint). An epoch is one pass over the
+    prompts (TRL's sampler drops an incomplete last group), so epochs compare like with like,
+    where one step's reward mostly says how hard its prompts were. Each entry is the mean
+    since the previous one: with ``logging_steps`` above 1 an entry can straddle two epochs."""
+    last = {entry["step"]: entry for entry in entries if key in entry and "epoch" in entry and "step" in entry}
     groups: dict[int, list[float]] = {}
-    for entry in entries:
-        if key in entry and "epoch" in entry:
-            groups.setdefault(max(1, math.ceil(round(entry["epoch"], 6))), []).append(entry[key])
+    for step in sorted(last):
+        groups.setdefault(max(1, math.ceil(round(last[step]["epoch"], 6))), []).append(last[step][key])
     return [round(statistics.fmean(values), 4) for _, values in sorted(groups.items())]
 
 
