@@ -268,8 +268,15 @@ def test_sft_run_logs_keeps_best_by_ex_and_resumes(tiny_qwen, demo_db, tmp_path)
     with pytest.raises(InputError, match="already holds a run"):
         sft.train(recipe, str(pairs), out, db=str(demo_db))
     longer = recipes.override(recipe, **{"training.max_steps": 6})
-    with pytest.raises(InputError, match="other recipe settings"):
+    with pytest.raises(InputError, match=r"other recipe settings \(training.max_steps: 4 then, 6 now\)"):
         sft.train(longer, str(pairs), out, db=str(demo_db), resume=True)
+
+
+def test_a_resume_refusal_names_the_settings_that_differ():
+    then = {"data": {"style": "x", "samples": 1}, "lora": {"r": 8}}
+    now = {"data": {"style": "x", "samples": 1, "quote_strings": True}, "lora": {"r": 16}}
+    assert run._differences(then, now) == [("data.quote_strings", "not set", "true"), ("lora.r", "8", "16")]
+    assert run._differences(now, now) == []
 
 
 def test_ctrl_c_leaves_a_checkpoint_and_resume_continues(tiny_qwen, demo_db, tmp_path, monkeypatch):  # noqa: F811

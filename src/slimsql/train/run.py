@@ -100,6 +100,21 @@ def recipe_of(record: dict[str, Any]) -> Recipe:
     return from_dict(stored, record["recipe"])
 
 
+_UNSET = object()  # a setting a run's record does not have (recorded before it existed)
+
+
+def _differences(then: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, then, now) for each setting that differs; a key missing then is "not set"."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(then) | set(now), key=str):
+            out += _differences(then.get(key, _UNSET), now.get(key, _UNSET), f"{prefix}{key}.")
+        return out
+    shown = ["not set" if v is _UNSET else json.dumps(v) for v in (then, now)]
+    return [] if then == now else [(prefix.rstrip("."), *shown)]
+
+
+
 def check_begin(out: Path, recipe: Recipe, *, resume: bool, source: dict[str, Any]) -> None:
     """Refuse, before anything is loaded or written, a run that would overwrite another, or a
     resume with other recipe settings or other data."""
@@ -108,8 +123,11 @@ def check_begin(out: Path, recipe: Recipe, *, resume: bool, source: dict[str, An
         if not resume:
             raise InputError(f"{out} already holds a run; use --resume to continue it or another --out")
         old = folder.record()
-        if old.get("recipe_config") != json.loads(json.dumps(recipe.to_dict())):  # as stored (lists, not tuples)
-            raise InputError(f"{out} was trained with other recipe settings; resume it with the same recipe and flags")
+        now = json.loads(json.dumps(recipe.to_dict()))  # as stored (lists, not tuples)
+        if old.get("recipe_config") != now:
+            changes = ", ".join(f"{key}: {a} then, {b} now" for key, a, b in _differences(old.get("recipe_config"), now))
+            raise InputError(f"{out} was trained with other recipe settings ({changes}); resume it with the same "
+                             f"recipe and flags (a recipe file that sets them as then)")
         if old.get("source") not in (None, source):
             raise InputError(f"{out} was trained on {old['source']}; resume it with the same --data and --db")
     elif resume:
