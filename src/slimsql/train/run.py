@@ -114,7 +114,6 @@ def _differences(then: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, 
     return [] if then == now else [(prefix.rstrip("."), *shown)]
 
 
-
 def check_begin(out: Path, recipe: Recipe, *, resume: bool, source: dict[str, Any]) -> None:
     """Refuse, before anything is loaded or written, a run that would overwrite another, or a
     resume with other recipe settings or other data."""
