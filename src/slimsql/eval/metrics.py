@@ -33,24 +33,18 @@ def _outputs(source) -> set[str] | None:
     return {name.lower() for name in getattr(select, "named_selects", [])}
 
 
-def schema_adherence(sql: str, schema: Schema) -> bool:
-    """True when every table and column the query names exists where SQL looks for it.
-
-    Scopes come from sqlglot's optimizer: a column must belong to a source of its own
-    SELECT or of an enclosing one (correlated subqueries), where a source is a schema
-    table, a CTE or a derived table (its output columns); select aliases count too.
-    """
+def _scopes(sql: str, dialect: str) -> list | None:
+    """sqlglot's scopes of ``sql`` (None when it does not parse)."""
     try:
-        tree = sqlglot.parse_one(sql, read=schema.dialect)
-        scopes = traverse_scope(tree) if tree is not None else []
+        tree = sqlglot.parse_one(sql, read=dialect)
+        return traverse_scope(tree) if tree is not None else []
     except Exception:
-        return False
-    if not scopes:
-        return False
+        return None
+
+
+def _unfound_columns(scopes, schema: Schema):
+    """Each column (not ``*``) that names nothing where it stands, checked in its own scope."""
     for scope in scopes:
-        for source in scope.sources.values():
-            if isinstance(source, exp.Table) and schema.table(source.name) is None:
-                return False
         aliases = {e.alias.lower() for e in getattr(scope.expression, "expressions", []) if isinstance(e, exp.Alias)}
         for column in scope.columns:
             if isinstance(column.this, exp.Star):
@@ -58,8 +52,23 @@ def schema_adherence(sql: str, schema: Schema) -> bool:
             if column.find_ancestor(exp.Select) is not scope.expression and isinstance(scope.expression, exp.Select):
                 continue  # sqlglot also lists a subquery's unresolved columns here; checked in their own scope
             if not _column_found(column, scope, schema, aliases):
-                return False
-    return True
+                yield column
+
+
+def schema_adherence(sql: str, schema: Schema) -> bool:
+    """True when every table and column the query names exists where SQL looks for it.
+
+    Scopes come from sqlglot's optimizer: a column must belong to a source of its own
+    SELECT or of an enclosing one (correlated subqueries), where a source is a schema
+    table, a CTE or a derived table (its output columns); select aliases count too.
+    """
+    scopes = _scopes(sql, schema.dialect)
+    if not scopes:
+        return False
+    if any(isinstance(source, exp.Table) and schema.table(source.name) is None
+           for scope in scopes for source in scope.sources.values()):
+        return False
+    return next(_unfound_columns(scopes, schema), None) is None
 
 
 def string_spans(sql: str, schema: Schema) -> list[tuple[int, int, str]]:
@@ -73,25 +82,14 @@ def string_spans(sql: str, schema: Schema) -> list[tuple[int, int, str]]:
     """
     if schema.dialect != "sqlite":
         return []
-    try:
-        tree = sqlglot.parse_one(sql, read=schema.dialect)
-        scopes = traverse_scope(tree) if tree is not None else []
-    except Exception:
-        return []
     spans = set()
-    for scope in scopes:
-        aliases = {e.alias.lower() for e in getattr(scope.expression, "expressions", []) if isinstance(e, exp.Alias)}
-        for column in scope.columns:
-            name = column.this
-            if column.table or not isinstance(name, exp.Identifier) or not name.quoted:
-                continue
-            if column.find_ancestor(exp.Select) is not scope.expression and isinstance(scope.expression, exp.Select):
-                continue  # checked in its own scope
-            start, end = name.meta.get("start"), name.meta.get("end")
-            if start is None or end is None or sql[start] != '"' or sql[end] != '"':
-                continue  # no position to rewrite at: leave it
-            if not _column_found(column, scope, schema, aliases):
-                spans.add((start, end, column.name))
+    for column in _unfound_columns(_scopes(sql, schema.dialect) or [], schema):
+        name = column.this
+        if column.table or not isinstance(name, exp.Identifier) or not name.quoted:
+            continue
+        start, end = name.meta.get("start"), name.meta.get("end")
+        if start is not None and end is not None and sql[start] == '"' and sql[end] == '"':
+            spans.add((start, end, column.name))  # (no position to rewrite at: left alone)
     return sorted(spans)
 
 
