@@ -21,8 +21,23 @@ RATE = 1e11  # a given matmul rate: no benchmark, the same numbers on every mach
 
 @pytest.fixture(autouse=True)
 def no_cuda(monkeypatch):
-    """Plan as on a machine without a GPU, whatever this one has."""
+    """Plan as on a machine without a GPU and with a CPU that has bfloat16 arithmetic, whatever
+    this one has."""
     monkeypatch.setattr(P, "_cuda_available", lambda: False)
+    monkeypatch.setattr(P, "_cpu_bfloat16", lambda: True)
+
+
+def test_a_cpu_without_bfloat16_is_planned_in_float32(monkeypatch):
+    monkeypatch.setattr(P, "_cpu_bfloat16", lambda: False)
+    recipe = load("qwen2.5-coder-0.5b/lora")
+    assert recipe.model.dtype == "bfloat16"
+    plan = P.plan(recipe, arch=QWEN_05B, tokens_per_example=400, throughput=RATE)
+    assert rows(plan)["weights"] == 4 * QWEN_05B.params
+    assert any("trains in float32" in note for note in plan.notes)
+    monkeypatch.setattr(P, "_cpu_bfloat16", lambda: True)
+    with_bf16 = P.plan(recipe, arch=QWEN_05B, tokens_per_example=400, throughput=RATE)
+    assert rows(with_bf16)["weights"] == 2 * QWEN_05B.params
+    assert not any("float32" in note for note in with_bf16.notes)
 
 
 def rows(plan) -> dict[str, int]:

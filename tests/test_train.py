@@ -461,3 +461,84 @@ def test_a_resumed_run_keeps_its_best_score(tmp_path):
     assert dev_ex.best == 0.9
     with pytest.raises(InputError, match="trained on"):
         run.check_begin(tmp_path / "r", recipe, resume=True, source={"data": "other", "db": None})
+
+
+# -- GRPO on prompts with mixed rewards (grpo.select: mixed) -----------------------------------
+
+def _scripted_execution(self, prompts, completions, example_id, **_):
+    """Execution rewards by example id ``I-J``: J % 3 == 0 always right, 1 always wrong, 2 mixed
+    (every other completion right)."""
+    kinds = [int(key.split("-")[1]) % 3 for key in example_id]
+    return [1.0 if kind == 0 else 0.0 if kind == 1 else float(i % 2 == 0) for i, kind in enumerate(kinds)]
+
+
+def test_grpo_trains_only_on_screened_prompts_with_mixed_rewards(tiny_qwen, demo_db, tmp_path, monkeypatch):  # noqa: F811
+    from slimsql.train import grpo
+
+    monkeypatch.setattr(grpo.Rewards, "execution", _scripted_execution)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS, repeat=2)  # 12 prompts, 4 of them mixed
+    recipe = tiny_recipe(tiny_qwen, method="grpo", model={"max_length": 1400}, data={"max_examples": 3},
+                         training={"max_steps": 2, "batch_size": 2, "save_steps": 100},
+                         grpo={"num_generations": 2, "max_completion_length": 4, "select": "mixed"})
+    grpo.train(recipe, str(pairs), tmp_path / "grpo", db=str(demo_db))
+    record = json.loads((tmp_path / "grpo" / "train.json").read_text())
+    found = record["data"]["screen"]
+    assert found["kept"] == record["data"]["kept"] == 3 and len(found["kept_ids"]) == 3
+    assert all(int(key.split("-")[1]) % 3 == 2 for key in found["kept_ids"])
+    skipped = found["skipped"]["all right"] + found["skipped"]["all wrong"]
+    assert found["screened"] == skipped + 3 <= 12 and record["data"]["candidates"] == 12
+    assert found["execution_reward_kept"] == 0.5
+
+
+def test_grpo_screen_that_finds_no_mixed_prompt_is_one_error(tiny_qwen, demo_db, tmp_path, monkeypatch):  # noqa: F811
+    from slimsql.train import grpo
+
+    monkeypatch.setattr(grpo.Rewards, "execution", lambda self, p, completions, example_id, **_: [0.0] * len(completions))
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    recipe = tiny_recipe(tiny_qwen, method="grpo", model={"max_length": 1400}, data={"max_examples": 2},
+                         training={"max_steps": 1, "batch_size": 2},
+                         grpo={"num_generations": 2, "max_completion_length": 4, "select": "mixed", "screen_limit": 3})
+    with pytest.raises(InputError, match="none of the 3 screened prompts had mixed execution rewards"):
+        grpo.train(recipe, str(pairs), tmp_path / "grpo", db=str(demo_db))
+
+
+def test_a_resumed_grpo_run_keeps_its_screened_prompts(tmp_path):
+    from slimsql.train import grpo
+
+    folder = run.RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    folder.write({"data": {"screen": {"kept_ids": ["a", "c"]}}})
+    rows = [{"prompt": [], "example_id": key} for key in "abcd"]
+
+    class NoScreen:  # a new screen would sample the model: it must not happen
+        def __getattr__(self, name):
+            raise AssertionError("screened again")
+
+    recipe = recipes.from_dict({"method": "grpo", "data": {"max_examples": 2}, "training": {"batch_size": 4},
+                                "grpo": {"select": "mixed"}}, "r")
+    kept = grpo._selected(folder, NoScreen(), NoScreen(), rows, None, recipe, 2, resume=True)
+    assert [row["example_id"] for row in kept] == ["a", "c"]
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"grpo": {"select": "some"}}, "grpo.select"),
+    ({"grpo": {"select": "mixed"}}, "needs data.max_examples"),
+])
+def test_grpo_selection_is_checked_in_the_recipe(spec, message):
+    with pytest.raises(InputError, match=message):
+        recipes.from_dict({"method": "grpo", "training": {"batch_size": 4}, **spec}, "r")
+
+
+def test_a_bfloat16_recipe_trains_in_float32_on_a_cpu_without_bfloat16(monkeypatch):
+    from slimsql.train import model
+
+    recipe = recipes.load("qwen2.5-coder-0.5b/lora")
+    assert recipe.model.dtype == "bfloat16"
+    monkeypatch.setattr(model, "has_cuda", lambda: False)
+    monkeypatch.setattr(model, "cpu_has_bfloat16", lambda: False)
+    assert model.training_dtype(recipe) == "float32" and "no bfloat16 arithmetic" in model.dtype_note(recipe)
+    monkeypatch.setattr(model, "cpu_has_bfloat16", lambda: True)
+    assert model.training_dtype(recipe) == "bfloat16" and model.dtype_note(recipe) is None
+    monkeypatch.setattr(model, "cpu_has_bfloat16", lambda: False)
+    monkeypatch.setattr(model, "has_cuda", lambda: True)  # a GPU computes in bfloat16 whatever the CPU
+    assert model.training_dtype(recipe) == "bfloat16"

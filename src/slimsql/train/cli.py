@@ -13,7 +13,7 @@ OVERRIDES = {"max_steps": "training.max_steps", "epochs": "training.epochs", "lr
              "max_examples": "data.max_examples", "eval_examples": "data.eval_examples",
              "eval_steps": "training.eval_steps", "save_steps": "training.save_steps",
              "grad_accum": "training.grad_accum", "batch_size": "training.batch_size", "seed": "data.seed",
-             "base": "model.base"}
+             "base": "model.base", "max_length": "model.max_length", "select": "grpo.select", "screen_limit": "grpo.screen_limit"}
 
 
 def _recipe(args: argparse.Namespace) -> recipes.Recipe:
@@ -92,6 +92,8 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
     def recipe_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--recipe", required=True, help="a shipped recipe (slimsql train recipes) or a YAML file")
         p.add_argument("--base", help="base model instead of the recipe's (registry name, .gguf, folder, hub id)")
+        p.add_argument("--max-length", type=positive_int,
+                       help="tokens per example (GRPO: prompt + completion); longer examples are dropped and counted")
         p.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
         p.add_argument("--epochs", type=float)
         p.add_argument("--lr", type=float, help="learning rate")
@@ -114,6 +116,12 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
         p.add_argument("--eval-examples", type=int, help="held-out examples scored by execution during training")
         p.add_argument("--eval-steps", type=int, help="score them every N optimizer steps (0: at the end)")
         p.add_argument("--save-steps", type=positive_int, help="checkpoint every N optimizer steps")
+        if name == "grpo":
+            p.add_argument("--select", choices=recipes.SELECTIONS,
+                           help="train on all prompts, or only on those whose sampled completions the starting "
+                                "model gets partly right (mixed execution rewards, screened first)")
+            p.add_argument("--screen-limit", type=positive_int,
+                           help="with --select mixed: screen at most this many prompts (default 4 x --max-examples)")
         p.set_defaults(func=func)
 
     p = kinds.add_parser("plan", help="memory and time a recipe needs, before running it")

@@ -10,7 +10,12 @@ For each prompt the trainer samples ``num_generations`` completions; each is sco
 
 weighted by the recipe (``grpo.execution_weight``, ``grpo.format_weight``). The advantage of
 a completion is its reward relative to the others of its prompt, so a prompt where all
-completions agree teaches nothing; that is GRPO's design, not a bug.
+completions agree teaches nothing; that is GRPO's design, not a bug. A small model after SFT
+either always or never solves most of its training prompts, so a short run on plain prompts
+spends most steps on such groups. ``grpo.select: mixed`` screens the prompts first
+(:func:`screen`, the filter DAPO calls dynamic sampling, applied once before training): the
+starting model samples a group per prompt as the trainer would, and only prompts whose
+execution rewards differ are trained on.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,7 +32,7 @@ from ..eval.datasets import Example
 from ..eval.scoring import Scorer
 from ..sql import extract
 from . import data, model as loading, run
-from .recipes import Recipe
+from .recipes import Recipe, override
 
 
 def completion_text(completion: Any) -> str:
@@ -77,6 +83,73 @@ class Rewards:
         self.scorer.close()
 
 
+@dataclass
+class Screened:
+    """What :func:`screen` found: the kept rows, and per screened prompt its execution rewards."""
+
+    rows: list[dict[str, Any]]
+    groups: dict[str, list[float]] = field(default_factory=dict)  # example id -> execution reward per sample
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        rewards = [r for group in self.groups.values() for r in group]
+        kept = {row["example_id"] for row in self.rows}
+        spread = {"all right": sum(1 for g in self.groups.values() if min(g) == 1.0),
+                  "all wrong": sum(1 for g in self.groups.values() if max(g) == 0.0)}
+        return {"screened": len(self.groups), "kept": len(self.rows), "skipped": spread,
+                "execution_reward_screened": round(statistics.fmean(rewards), 4) if rewards else None,
+                "execution_reward_kept": round(statistics.fmean(r for k in kept for r in self.groups[k]), 4)
+                if kept else None, "seconds": round(self.seconds, 1), "kept_ids": sorted(kept)}
+
+
+def screen(model, tokenizer, rows: Sequence[dict[str, Any]], rewards: "Rewards", recipe: Recipe, want: int,
+           progress: bool = True) -> Screened:
+    """Keep the first ``want`` of ``rows`` whose execution rewards differ within a group of
+    ``grpo.num_generations`` completions sampled from ``model`` with the trainer's sampling
+    (temperature, completion length; no top-k or top-p), the prompts that give GRPO a gradient."""
+    import torch
+
+    g = recipe.grpo
+    assert g is not None
+    found = Screened(rows=[])
+    start = time.perf_counter()
+    was_training, cache = model.training, model.config.use_cache
+    model.eval()
+    model.config.use_cache = True
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=want, desc="screening prompts (mixed rewards kept)", unit="prompt")
+    try:
+        for row in rows:
+            if len(found.rows) >= want:
+                break
+            text = data.prompt_text(tokenizer, row["prompt"])
+            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                out = model.generate(**inputs, do_sample=True, temperature=g.temperature, top_k=0, top_p=1.0,
+                                     max_new_tokens=g.max_completion_length, num_return_sequences=g.num_generations,
+                                     pad_token_id=tokenizer.pad_token_id)
+            completions = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            group = rewards.execution(None, completions, [row["example_id"]] * len(completions))
+            found.groups[row["example_id"]] = group
+            if min(group) != max(group):
+                found.rows.append(row)
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.set_postfix(screened=len(found.groups))
+    finally:
+        if bar is not None:
+            bar.close()
+        model.config.use_cache = cache
+        if was_training:
+            model.train()
+    found.seconds = time.perf_counter() - start
+    return found
+
+
 def by_epoch(entries: Sequence[dict], key: str = "reward") -> list[float]:
     """The mean of a logged value per epoch (of the logged entries, the last one per step: a
     resumed run logs again the steps after its checkpoint). An epoch is one pass over the
@@ -88,6 +161,28 @@ def by_epoch(entries: Sequence[dict], key: str = "reward") -> list[float]:
     for step in sorted(last):
         groups.setdefault(max(1, math.ceil(round(last[step]["epoch"], 6))), []).append(last[step][key])
     return [round(statistics.fmean(values), 4) for _, values in sorted(groups.items())]
+
+
+def _selected(folder: run.RunFolder, model, tokenizer, rows: list[dict[str, Any]], rewards: Rewards, recipe: Recipe,
+              want: int, resume: bool) -> list[dict[str, Any]]:
+    """With ``grpo.select: mixed``, the rows to train on: a resumed run's earlier choice (its ids are
+    in train.json: a new screen would sample other groups), else a new screen, recorded."""
+    record = folder.record()
+    earlier = record.get("data", {}).get("screen")
+    if resume and earlier:
+        ids = set(earlier["kept_ids"])
+        return [row for row in rows if row["example_id"] in ids]
+    found = screen(model, tokenizer, rows, rewards, recipe, want)
+    summary = found.summary()
+    skipped = summary["skipped"]
+    print(f"screen: {len(found.rows)} of {len(found.groups)} prompts have mixed execution rewards "
+          f"({skipped['all right']} all right, {skipped['all wrong']} all wrong) in {found.seconds / 60:.1f} min",
+          flush=True)
+    if not found.rows:
+        raise InputError(f"none of the {len(found.groups)} screened prompts had mixed execution rewards: GRPO would "
+                         f"learn nothing from them (screen more with grpo.screen_limit, or use grpo.select all)")
+    folder.update(data={**record.get("data", {}), "candidates": len(rows), "kept": len(found.rows), "screen": summary})
+    return found.rows
 
 
 def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, from_run: Path | None = None,
@@ -102,11 +197,17 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     tokenizer.padding_side = "left"  # generation pads on the left
     settings = run.settings_for(recipe)
 
+    g = recipe.grpo
     dataset = data.load(data_arg, db=db)
-    train_examples, dev_slice = run.split_dev(dataset, recipe, run.dev_split(data_arg, recipe))
+    want = recipe.data.max_examples
+    if g.select == "mixed":  # the candidates to screen: more than are kept
+        candidates = override(recipe, **{"data.max_examples": g.screen_limit or 4 * want})
+        train_examples, dev_slice = run.split_dev(dataset, candidates, run.dev_split(data_arg, recipe))
+    else:
+        train_examples, dev_slice = run.split_dev(dataset, recipe, run.dev_split(data_arg, recipe))
     prepared = data.prepare(train_examples, settings, data.TokenCounter(tokenizer),
                            source=data_arg, quote_strings=recipe.data.quote_strings)
-    limit = recipe.model.max_length - recipe.grpo.max_completion_length
+    limit = recipe.model.max_length - g.max_completion_length
     rows, too_long = [], 0
     for item in prepared.examples:
         if len(tokenizer(data.prompt_text(tokenizer, item.messages), add_special_tokens=False)["input_ids"]) > limit:
@@ -118,7 +219,8 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     if not rows:
         raise InputError(f"no training example left from {data_arg}: {dict(prepared.dropped)}")
     summary = {**prepared.summary(), "kept": len(rows), "dev_examples": len(dev_slice)}
-    print(f"data: {len(rows)} prompts from {data_arg}; dropped {dict(prepared.dropped) or 'none'}", flush=True)
+    noun = "prompts to screen" if g.select == "mixed" else "prompts"
+    print(f"data: {len(rows)} {noun} from {data_arg}; dropped {dict(prepared.dropped) or 'none'}", flush=True)
 
     folder = run.begin(out, recipe, resume=resume, method="grpo", source=source, base=base.to_dict(), data=summary,
                        from_run=str(from_run) if from_run else None)
@@ -128,8 +230,9 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     hooks, dev_ex, interrupt = run.callbacks(folder, recipe, dev_slice, tokenizer, folder.path.name, save_best,
                                              settings, semantics=semantics)
     by_id = {ex.id: ex for ex in train_examples}
-    rewards = Rewards([by_id[r["example_id"]] for r in rows], timeout=recipe.grpo.timeout, semantics=semantics)
-    g = recipe.grpo
+    rewards = Rewards([by_id[r["example_id"]] for r in rows], timeout=g.timeout, semantics=semantics)
+    if g.select == "mixed":
+        rows = _selected(folder, model, tokenizer, rows, rewards, recipe, want or len(rows), resume)
 
     def execution_reward(prompts, completions, **kw):
         return rewards.execution(prompts, completions, **kw)

@@ -518,6 +518,16 @@ def _fmt_params(n: float) -> str:
     return str(int(n))
 
 
+def _cpu_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (True, as planned for, where torch is missing)."""
+    try:
+        from .model import cpu_has_bfloat16
+
+        return cpu_has_bfloat16()
+    except ImportError:
+        return True
+
+
 def plan(recipe: Recipe, *, device: str | None = None, tokens_per_example: int | None = None,
          examples: int | None = None, completion_tokens: int | None = None, arch: Arch | None = None,
          throughput: float | None = None, examples_per_sequence: float | None = None) -> Plan:
@@ -554,6 +564,10 @@ def plan(recipe: Recipe, *, device: str | None = None, tokens_per_example: int |
                         "for a GPU, time not measurable here")
 
     dtype = recipe.model.dtype
+    if kind == "cpu" and dtype == "bfloat16" and not _cpu_bfloat16():
+        dtype = "float32"  # what a run here computes in (train.model.training_dtype)
+        notes.append("this CPU has no bfloat16 arithmetic (no AVX512-BF16 or AMX): a run here trains in float32, "
+                     "planned so")
     dbytes = DTYPE_BYTES[dtype]
     if kind == "cpu" and dtype == "float16":
         warnings.append("float16 on a CPU is slow and unstable: use bfloat16 or float32")

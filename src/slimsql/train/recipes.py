@@ -20,6 +20,7 @@ from ..prompts import DEFAULT_STYLE, get_style
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
 METHODS = ("lora", "qlora", "full", "grpo")
+SELECTIONS = ("all", "mixed")  # grpo.select
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -106,6 +107,12 @@ class GrpoSection:
     execution_weight: float = 1.0  # reward: execution match against the gold result
     format_weight: float = 0.2  # reward: the completion is exactly one SQL statement, nothing else
     timeout: float = 5.0  # seconds per query while scoring a completion
+    #: which prompts to train on: ``all``, or ``mixed``: before training, sample num_generations
+    #: completions per prompt with the starting model and keep the prompts whose execution rewards
+    #: differ (a group that is all right or all wrong has no advantage, so no gradient)
+    select: str = "all"
+    #: with ``mixed``: screen at most this many prompts (0: four times data.max_examples)
+    screen_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,10 @@ class Recipe:
                 raise InputError(f"recipe {self.name}: training.batch_size x training.grad_accum "
                                  f"({self.effective_batch}) must be a multiple of grpo.num_generations "
                                  f"({self.grpo.num_generations})")
+            _one_of("grpo.select", self.grpo.select, SELECTIONS)
+            if self.grpo.select == "mixed" and not (self.data.max_examples or self.grpo.screen_limit):
+                raise InputError(f"recipe {self.name}: grpo.select mixed needs data.max_examples (how many "
+                                 f"prompts to keep) or grpo.screen_limit (how many to screen)")
             if self.grpo.max_completion_length >= self.model.max_length:
                 raise InputError(f"recipe {self.name}: grpo.max_completion_length must be below "
                                  "model.max_length (which counts the prompt too)")

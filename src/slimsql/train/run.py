@@ -137,11 +137,14 @@ def begin(out: Path, recipe: Recipe, *, resume: bool, method: str, source: dict[
           **record: Any) -> RunFolder:
     """A new run folder (refusing to overwrite another run), or the existing one to resume."""
     check_begin(out, recipe, resume=resume, source=source)
+    from .model import training_dtype
+
     folder = RunFolder(out)
     if not folder.record_path.exists():
         folder.write({"format": FORMAT, "name": folder.path.name, "method": method, "recipe": recipe.name,
                       "recipe_config": recipe.to_dict(), "style": recipe.data.style, "samples": recipe.data.samples,
-                      "prune_tokens": recipe.data.prune_tokens, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "prune_tokens": recipe.data.prune_tokens, "dtype": training_dtype(recipe),
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "source": source, "adapter": None, "model": None, **record})
     return folder
 
@@ -182,6 +185,9 @@ def start(recipe: Recipe, out: Path, data_arg: str, db: str | None, from_run: Pa
     source = {"data": data_arg, "db": db}
     check_begin(out, recipe, resume=resume, source=source)
     loading.check_recipe(recipe, base)
+    note = loading.dtype_note(recipe)
+    if note:
+        print(note, flush=True)
     return base, source, check_from(recipe, from_run, base.to_dict())
 
 
@@ -350,8 +356,11 @@ def trainer_args(recipe: Recipe, folder: RunFolder, config_class, **extra: Any):
     import torch
 
     cuda = torch.cuda.is_available()
-    dtype = recipe.model.dtype
     from dataclasses import fields
+
+    from .model import training_dtype
+
+    dtype = training_dtype(recipe)
 
     names = {f.name for f in fields(config_class)}  # transformers 5 renames gradient to activation checkpointing
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
