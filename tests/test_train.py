@@ -542,3 +542,13 @@ def test_a_bfloat16_recipe_trains_in_float32_on_a_cpu_without_bfloat16(monkeypat
     monkeypatch.setattr(model, "cpu_has_bfloat16", lambda: False)
     monkeypatch.setattr(model, "has_cuda", lambda: True)  # a GPU computes in bfloat16 whatever the CPU
     assert model.training_dtype(recipe) == "bfloat16"
+
+
+def test_a_grpo_run_plots_its_reward_by_step_and_epoch(tmp_path):
+    pytest.importorskip("matplotlib")
+    folder = run.RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    for step in range(1, 7):
+        folder.log({"step": step, "epoch": step / 3, "loss": 0.1 * step, "reward": step / 6})
+    path = run.plot_loss(folder)
+    assert path == folder.path / "loss.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -394,11 +394,24 @@ def plot_loss(folder: RunFolder) -> Path | None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     dev = [e for e in folder.entries() if "dev_ex" in e]
-    if dev:
+    rewards = [e for e in entries if "reward" in e]  # GRPO: the reward says more than its loss
+    if dev or rewards:
         other = ax.twinx()
-        other.plot([e["step"] for e in dev], [100 * e["dev_ex"] for e in dev], "o-", color="tab:green",
-                   label="dev EX %")
-        other.set_ylabel("dev EX %")
+        if dev:
+            other.plot([e["step"] for e in dev], [100 * e["dev_ex"] for e in dev], "o-", color="tab:green",
+                       label="dev EX %")
+        if rewards:
+            other.plot([e["step"] for e in rewards], [100 * e["reward"] for e in rewards], ".", color="tab:orange",
+                       label="mean reward x 100")
+            from .grpo import by_epoch
+
+            means = by_epoch(rewards)
+            per = len(rewards) / max(1, len(means))
+            for i, mean in enumerate(means):  # one segment per epoch at its mean
+                other.plot([i * per + 0.5, (i + 1) * per + 0.5], [100 * mean] * 2, "-", color="tab:red",
+                           label="epoch mean reward x 100" if i == 0 else None)
+        other.set_ylabel("dev EX % / reward x 100" if dev and rewards else "dev EX %" if dev else "reward x 100")
+        other.legend(loc="lower right", fontsize="small")
     ax.set_title(folder.path.name)
     fig.tight_layout()
     out = folder.path / "loss.png"
