@@ -13,7 +13,8 @@ OVERRIDES = {"max_steps": "training.max_steps", "epochs": "training.epochs", "lr
              "max_examples": "data.max_examples", "eval_examples": "data.eval_examples",
              "eval_steps": "training.eval_steps", "save_steps": "training.save_steps",
              "grad_accum": "training.grad_accum", "batch_size": "training.batch_size", "seed": "data.seed",
-             "base": "model.base", "max_length": "model.max_length", "select": "grpo.select", "screen_limit": "grpo.screen_limit"}
+             "base": "model.base", "max_length": "model.max_length", "select": "grpo.select",
+             "screen_limit": "grpo.screen_limit"}
 
 
 def _recipe(args: argparse.Namespace) -> recipes.Recipe:

@@ -19,6 +19,7 @@ greedy ``fast`` preset with the run's prompt settings), so "best checkpoint by E
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from dataclasses import replace
@@ -405,10 +406,11 @@ def plot_loss(folder: RunFolder) -> Path | None:
                        label="mean reward x 100")
             from .grpo import by_epoch
 
-            means = by_epoch(rewards)
-            per = len(rewards) / max(1, len(means))
-            for i, mean in enumerate(means):  # one segment per epoch at its mean
-                other.plot([i * per + 0.5, (i + 1) * per + 0.5], [100 * mean] * 2, "-", color="tab:red",
+            epochs: dict[int, list[int]] = {}  # the steps of each epoch, counted as by_epoch counts them
+            for e in rewards:
+                epochs.setdefault(max(1, math.ceil(round(e["epoch"], 6))), []).append(e["step"])
+            for i, (steps, mean) in enumerate(zip(epochs.values(), by_epoch(rewards))):  # a segment per epoch
+                other.plot([min(steps) - 0.5, max(steps) + 0.5], [100 * mean] * 2, "-", color="tab:red",
                            label="epoch mean reward x 100" if i == 0 else None)
         other.set_ylabel("dev EX % / reward x 100" if dev and rewards else "dev EX %" if dev else "reward x 100")
         other.legend(loc="lower right", fontsize="small")
