@@ -106,7 +106,9 @@ def screen(model, tokenizer, rows: Sequence[dict[str, Any]], rewards: "Rewards",
            progress: bool = True) -> Screened:
     """Keep the first ``want`` of ``rows`` whose execution rewards differ within a group of
     ``grpo.num_generations`` completions sampled from ``model`` with the trainer's sampling
-    (temperature, completion length; no top-k or top-p), the prompts that give GRPO a gradient."""
+    (temperature, completion length; no top-k or top-p), the prompts that give GRPO a gradient.
+    (Not the transformers backend's ``generate``: that one samples as inference does, with
+    top-p and the model's default top-k, where the screen must sample as TRL's trainer will.)"""
     import torch
 
     g = recipe.grpo
@@ -150,17 +152,22 @@ def screen(model, tokenizer, rows: Sequence[dict[str, Any]], rewards: "Rewards",
     return found
 
 
-def by_epoch(entries: Sequence[dict], key: str = "reward") -> list[float]:
-    """The mean of a logged value per epoch (of the logged entries, the last one per step: a
-    resumed run logs again the steps after its checkpoint). An epoch is one pass over the
-    prompts (TRL's sampler drops an incomplete last group), so epochs compare like with like,
-    where one step's reward mostly says how hard its prompts were. Each entry is the mean
+def per_epoch(entries: Sequence[dict], key: str = "reward") -> list[list[tuple[int, float]]]:
+    """The logged ``key`` as (step, value) pairs, one list per epoch: of the logged entries, the
+    last one per step (a resumed run logs again the steps after its checkpoint). An epoch is one
+    pass over the prompts (TRL's sampler drops an incomplete last group). Each entry is the mean
     since the previous one: with ``logging_steps`` above 1 an entry can straddle two epochs."""
     last = {entry["step"]: entry for entry in entries if key in entry and "epoch" in entry and "step" in entry}
-    groups: dict[int, list[float]] = {}
+    groups: dict[int, list[tuple[int, float]]] = {}
     for step in sorted(last):
-        groups.setdefault(max(1, math.ceil(round(last[step]["epoch"], 6))), []).append(last[step][key])
-    return [round(statistics.fmean(values), 4) for _, values in sorted(groups.items())]
+        groups.setdefault(max(1, math.ceil(round(last[step]["epoch"], 6))), []).append((step, last[step][key]))
+    return [groups[epoch] for epoch in sorted(groups)]
+
+
+def by_epoch(entries: Sequence[dict], key: str = "reward") -> list[float]:
+    """The mean of a logged value per epoch (:func:`per_epoch`). Epochs see the same prompts, so
+    they compare like with like, where one step's reward mostly says how hard its prompts were."""
+    return [round(statistics.fmean(value for _, value in group), 4) for group in per_epoch(entries, key)]
 
 
 def _selected(folder: run.RunFolder, model, tokenizer, rows: list[dict[str, Any]], rewards: Rewards, recipe: Recipe,
@@ -200,11 +207,9 @@ def train(recipe: Recipe, data_arg: str, out: Path, *, db: str | None = None, fr
     g = recipe.grpo
     dataset = data.load(data_arg, db=db)
     want = recipe.data.max_examples
-    if g.select == "mixed":  # the candidates to screen: more than are kept
-        candidates = override(recipe, **{"data.max_examples": g.screen_limit or 4 * want})
-        train_examples, dev_slice = run.split_dev(dataset, candidates, run.dev_split(data_arg, recipe))
-    else:
-        train_examples, dev_slice = run.split_dev(dataset, recipe, run.dev_split(data_arg, recipe))
+    # with select mixed, the prompts to screen: more than are kept
+    chosen = override(recipe, **{"data.max_examples": g.screen_limit or 4 * want}) if g.select == "mixed" else recipe
+    train_examples, dev_slice = run.split_dev(dataset, chosen, run.dev_split(data_arg, recipe))
     prepared = data.prepare(train_examples, settings, data.TokenCounter(tokenizer),
                            source=data_arg, quote_strings=recipe.data.quote_strings)
     limit = recipe.model.max_length - g.max_completion_length

@@ -19,8 +19,8 @@ greedy ``fast`` preset with the run's prompt settings), so "best checkpoint by E
 from __future__ import annotations
 
 import json
-import math
 import signal
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +30,7 @@ from ..errors import InputError
 from ..eval.datasets import Dataset, Example
 from ..infer import Settings
 from ..infer import resolve as resolve_settings
+from .model import training_dtype
 from .recipes import Recipe
 
 FORMAT = 1
@@ -138,8 +139,6 @@ def begin(out: Path, recipe: Recipe, *, resume: bool, method: str, source: dict[
           **record: Any) -> RunFolder:
     """A new run folder (refusing to overwrite another run), or the existing one to resume."""
     check_begin(out, recipe, resume=resume, source=source)
-    from .model import training_dtype
-
     folder = RunFolder(out)
     if not folder.record_path.exists():
         folder.write({"format": FORMAT, "name": folder.path.name, "method": method, "recipe": recipe.name,
@@ -359,10 +358,7 @@ def trainer_args(recipe: Recipe, folder: RunFolder, config_class, **extra: Any):
     cuda = torch.cuda.is_available()
     from dataclasses import fields
 
-    from .model import training_dtype
-
     dtype = training_dtype(recipe)
-
     names = {f.name for f in fields(config_class)}  # transformers 5 renames gradient to activation checkpointing
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     extra[checkpointing] = recipe.model.gradient_checkpointing
@@ -404,13 +400,11 @@ def plot_loss(folder: RunFolder) -> Path | None:
         if rewards:
             other.plot([e["step"] for e in rewards], [100 * e["reward"] for e in rewards], ".", color="tab:orange",
                        label="mean reward x 100")
-            from .grpo import by_epoch
+            from .grpo import per_epoch
 
-            epochs: dict[int, list[int]] = {}  # the steps of each epoch, counted as by_epoch counts them
-            for e in rewards:
-                epochs.setdefault(max(1, math.ceil(round(e["epoch"], 6))), []).append(e["step"])
-            for i, (steps, mean) in enumerate(zip(epochs.values(), by_epoch(rewards))):  # a segment per epoch
-                other.plot([min(steps) - 0.5, max(steps) + 0.5], [100 * mean] * 2, "-", color="tab:red",
+            for i, group in enumerate(per_epoch(rewards)):  # a segment over each epoch's steps at its mean
+                steps, mean = [step for step, _ in group], statistics.fmean(value for _, value in group)
+                other.plot([steps[0] - 0.5, steps[-1] + 0.5], [100 * mean] * 2, "-", color="tab:red",
                            label="epoch mean reward x 100" if i == 0 else None)
         other.set_ylabel("dev EX % / reward x 100" if dev and rewards else "dev EX %" if dev else "reward x 100")
         other.legend(loc="lower right", fontsize="small")
