@@ -1,5 +1,6 @@
 """The command line: exit codes, one-line errors, no tracebacks, outputs."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -210,6 +211,28 @@ def test_cli_import_leaves_heavy_modules_for_later():
                           f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_ask_parser_leaves_eval_and_train_unimported():
+    # the parser of `slimsql ask` lists eval and train without importing their packages
+    code = ("import sys; from slimsql import cli; cli.build_parser('ask').parse_args(['ask', '--db', 'x.sqlite', 'q']); "
+            "print(' '.join(m for m in sys.modules if m.startswith(('slimsql.eval', 'slimsql.train'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_lazy_command_stubs_say_what_the_real_parsers_say(capsys):
+    def helps(parser):
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return {choice.dest: choice.help for choice in action._choices_actions}
+
+    assert helps(cli.build_parser("ask")) == helps(cli.build_parser())
+    # a command line naming eval or train gets its whole parser, through main as a user runs it
+    for name, sub in (("eval", "spider"), ("train", "sft")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([name, sub, "--help"])
+        assert exit_.value.code == 0
+        assert f"usage: slimsql {name} {sub}" in capsys.readouterr().out
 
 
 def test_quick_exit_writes_all_output(demo_db):

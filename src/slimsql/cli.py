@@ -8,6 +8,7 @@ unless SLIMSQL_DEBUG=1 asks for the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -274,7 +275,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (``command``: the subcommand about to run) the parsers it needs."""
     parser = _Parser(prog="slimsql", description="Ask a database questions in plain language with a small local model.")
     parser.add_argument("--version", action="version", version=f"slimsql {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -347,13 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--prepare", metavar="NAME", help="assemble and verify NAME now")
     mod.set_defaults(func=cmd_models)
 
-    from .eval.cli import add_parser as add_eval_parser
-
-    add_eval_parser(sub, _Parser)
-    from .train.cli import add_parser as add_train_parser
-
-    add_train_parser(sub, _Parser)
+    for name, (module, help_text) in LAZY_COMMANDS.items():
+        if command is None or command == name:
+            importlib.import_module(module, __package__).add_parser(sub, _Parser)
+        else:  # listed (and offered by "invalid choice") without importing its package
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+#: Commands whose parsers import their whole package (eval: scoring, reports, datasets; train:
+#: recipes), about a tenth of a second of every process start. A command line naming another
+#: command gets a stub that only lists them: ``slimsql ask`` does not pay for them.
+LAZY_COMMANDS = {
+    "eval": (".eval.cli", "evaluate a model on a benchmark; reports; comparisons"),
+    "train": (".train.cli", "fine-tune a model (LoRA, QLoRA, full SFT, GRPO) and export it"),
+}
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand a command line names: its first word that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def print_error(err: SlimsqlError) -> None:
@@ -363,7 +378,8 @@ def print_error(err: SlimsqlError) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     try:
         return args.func(args)
     except SlimsqlError as err:
