@@ -16,7 +16,7 @@ from .conftest import sha256
 
 def run(*args, env=None):
     """Run the real CLI in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "slimsql.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "slimsql", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
 
 
@@ -247,3 +247,38 @@ def test_quick_exit_into_a_closed_pipe_is_quiet(demo_db):
     out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert out.stdout.count("\n") == 1
     assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["ask", "--db", "x.sqlite", "q"], (None, None)),
+    (["ask", "--model", "qwen2.5-coder-1.5b", "--threads", "1", "--db", "x.sqlite", "q"], ("qwen2.5-coder-1.5b", 1)),
+    (["chat", "--db", "x.sqlite"], (None, None)),
+    (["ask", "--backend", "openai", "--db", "x.sqlite", "q"], "no load"),
+    (["ask", "--help"], "no load"),
+    (["ask", "--threads", "0", "q"], "no load"),  # the real parser refuses it
+    (["ask", "--threads", "many", "q"], "no load"),
+    (["sql", "--db", "x.sqlite", "SELECT 1"], "no load"),
+    (["eval", "spider"], "no load"),
+    ([], "no load"),
+])
+def test_the_command_starts_the_model_load_only_where_it_will_be_used(monkeypatch, argv, expected):
+    from slimsql import launch
+    from slimsql.backends import llama_cpp
+
+    calls = []
+    monkeypatch.setattr(llama_cpp, "preload", lambda model, threads: calls.append((model, threads)) or True)
+    monkeypatch.delenv("SLIMSQL_PRELOAD", raising=False)
+    assert launch._preload(argv) is (expected != "no load")
+    assert calls == ([] if expected == "no load" else [expected])
+    monkeypatch.setenv("SLIMSQL_PRELOAD", "0")
+    assert launch._preload(argv) is False and len(calls) <= 1
+
+
+def test_a_failing_preload_leaves_the_command_to_load_and_report(monkeypatch, tmp_path):
+    from slimsql import launch
+
+    # an unknown model: the preload declines quietly; the real command says what is wrong
+    monkeypatch.delenv("SLIMSQL_PRELOAD", raising=False)
+    assert launch._preload(["ask", "--model", "no-such-model", "--db", "x.sqlite", "q"]) is False
+    out = run("ask", "--model", "no-such-model", "--db", str(tmp_path / "none.sqlite"), "q")
+    assert out.returncode != 0 and "Traceback" not in out.stderr

@@ -94,3 +94,23 @@ def test_transformers_backend_same_weights(demo_db):
     assert text.endswith("<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
     answer = slimsql.connect(demo_db, backend=backend, preset="fast").ask("How many products are there?")
     assert answer.rows == [(46,)], answer.sql
+
+
+def test_a_preloaded_model_is_taken_by_the_backend_that_asks_for_it(llama):
+    from slimsql.backends import llama_cpp
+
+    assert llama_cpp.preload(None)
+    assert not llama_cpp.preload(None)  # one load at a time
+    job = llama_cpp._preloaded
+    backend = llama_cpp.LlamaCppBackend()
+    assert llama_cpp._preloaded is None and job[2] is not None
+    assert (backend.model, backend._ctx) == job[2]  # taken, not loaded a second time
+    messages = [{"role": "user", "content": "Write a SQL query that counts rows in table t."}]
+    config = GenerationConfig(n=3, temperature=0.8, seed=3, max_tokens=24)
+    assert [c.text for c in backend.generate(messages, config)] == [c.text for c in llama.generate(messages, config)]
+    # other settings than the preload's: the backend loads its own and lets the preload go
+    assert llama_cpp.preload(None, 1)
+    job = llama_cpp._preloaded
+    other = llama_cpp.LlamaCppBackend(n_threads=2)
+    assert llama_cpp._preloaded is None and other.model is not job[2][0]
+    assert other.generate(messages, config)[0].text == backend.generate(messages, config)[0].text

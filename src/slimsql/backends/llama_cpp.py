@@ -21,6 +21,12 @@ llama-cpp-python's Jinja2 formatter. Decoding runs on llama.cpp's own batch API
   (:mod:`slimsql.backends.prefix_cache`); a new process on a database seen before
   loads that state instead of evaluating the schema again.
 
+* **Loading while Python imports.** :func:`preload` (called by the ``slimsql``
+  command before it imports the rest of slimsql) loads the model and its context in
+  a thread: llama.cpp's load is C code that runs without the GIL, so it overlaps
+  the imports on another core. The backend takes that load when it asks for the
+  same file and settings, and loads its own otherwise.
+
 * **Local LoRA models.** A model exported as a LoRA GGUF (``slimsql train export``)
   loads the unchanged base GGUF and sets the adapter on the context; the adapter's
   SHA-256 is part of the prefix store's model key.
@@ -32,10 +38,11 @@ Spider run.)
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import io
+import functools
 import os
+import sys
+import threading
 import time
 from typing import Sequence
 
@@ -53,6 +60,104 @@ SAMPLE_FACTOR, SAMPLE_FLOOR = 3, 64
 LORA_SCALE = 1.0
 
 
+# -- loading ---------------------------------------------------------------------
+
+
+def _load_key(path, n_threads: int | None, n_ctx: int, n_batch: int, max_sequences: int) -> tuple:
+    """Everything a load depends on: the model file and the context's settings."""
+    return (str(path), n_threads or os.cpu_count() or 1, n_ctx, n_batch, max_sequences)
+
+
+@functools.cache
+def _quiet_logs() -> None:
+    """Drop llama.cpp's log lines (hundreds per load; its errors come back as return codes).
+
+    llama-cpp-python's own callback prints a ggml warning as an error (its level table
+    predates ggml's renumbering), which its non-verbose load hides by redirecting the
+    process's stdout and stderr to /dev/null: not something a thread may do while the
+    main thread could print. This callback prints nothing, so loads run verbose=True
+    (no redirection)."""
+    import llama_cpp
+    import llama_cpp._logger  # noqa: F401  (installs its callback on import: ours must come after)
+
+    global _QUIET_CALLBACK
+    _QUIET_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, user_data: None)  # kept alive here
+    llama_cpp.llama_log_set(_QUIET_CALLBACK, ctypes.c_void_p(0))
+
+
+_QUIET_CALLBACK = None
+
+
+def _load(path: str, threads: int, n_ctx: int, n_batch: int, max_sequences: int):
+    """The model alone (weights, tokenizer, metadata) and our decoding context.
+
+    Not llama-cpp-python's Llama: that wrapper builds a second context and compiles the
+    chat template again, about 0.15 s of every process start."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    _quiet_logs()
+    llama_cpp.llama_backend_init()
+    model = _internals.LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=True)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+    params.n_threads = params.n_threads_batch = threads
+    params.n_seq_max, params.kv_unified = max_sequences, True
+    return model, _internals.LlamaContext(model=model, params=params, verbose=True)
+
+
+#: A load begun by :func:`preload`: [key, thread, result or None].
+_preloaded: list | None = None
+#: While the preload thread runs, Python threads switch this often (seconds) instead of
+#: every 5 ms: llama.cpp calls the log callback (Python, so it needs the GIL) about
+#: 1,800 times per load, and each call would otherwise wait for the importing thread.
+PRELOAD_SWITCH_INTERVAL = 1e-5
+
+
+def preload(model: str | None, n_threads: int | None = None, *, n_ctx: int = 8192, n_batch: int = 512,
+            max_sequences: int = 16) -> bool:
+    """Start loading registry model ``model`` (None: the default) in a thread, with the
+    backend's default settings; True if started. Only a model already assembled and
+    verified is loaded this way (no download, no hashing, nothing printed); anything
+    else, and any failure, is left to the backend, which loads as usual and reports it."""
+    global _preloaded
+    import llama_cpp  # here, not in the thread: its Python imports would only take turns with the caller's
+
+    spec = models.find(model or models.DEFAULT_MODEL)
+    path = models.cache_path(spec)
+    if _preloaded is not None or not models.is_verified(path, spec.sha256):
+        return False
+    _quiet_logs()
+    llama_cpp.llama_backend_init()
+    key = _load_key(path, n_threads, n_ctx, n_batch, max_sequences)
+    _preloaded = job = [key, None, None]
+    interval = sys.getswitchinterval()
+
+    def load() -> None:
+        try:
+            job[2] = _load(*key)
+        except Exception:  # noqa: BLE001 - the backend loads again and reports it
+            pass
+        finally:
+            sys.setswitchinterval(interval)
+
+    sys.setswitchinterval(PRELOAD_SWITCH_INTERVAL)
+    job[1] = threading.Thread(target=load, name="slimsql-preload", daemon=True)
+    job[1].start()
+    return True
+
+
+def _take_preloaded(key: tuple):
+    """The preloaded (model, context) if it was loaded for ``key``; else None (and it is let go)."""
+    global _preloaded
+    job, _preloaded = _preloaded, None
+    if job is None:
+        return None
+    wanted, thread, _ = job
+    thread.join()
+    return job[2] if wanted == key else None
+
+
 class LlamaCppBackend:
     name = "llama-cpp"
 
@@ -66,7 +171,6 @@ class LlamaCppBackend:
         try:
             import llama_cpp
             from llama_cpp import _internals
-            from llama_cpp._logger import set_verbose
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError:
             raise ModelError("llama-cpp-python is not installed; install it with: pip install 'slimsql[llama]'") from None
@@ -77,22 +181,14 @@ class LlamaCppBackend:
         if on_load:
             on_load(resolved)
         start = time.perf_counter()
-        threads = n_threads or os.cpu_count() or 1
-        try:
-            # The model alone (weights, tokenizer, metadata), not llama-cpp-python's Llama:
-            # that wrapper builds a second context and compiles the chat template again,
-            # about 0.15 s of every process start, and decoding uses only our context.
-            set_verbose(False)  # llama.cpp's log lines below errors are dropped
-            llama_cpp.llama_backend_init()
-            self.model = _internals.LlamaModel(path_model=str(resolved.path),
-                                               params=llama_cpp.llama_model_default_params(), verbose=False)
-            params = llama_cpp.llama_context_default_params()
-            params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
-            params.n_threads = params.n_threads_batch = threads
-            params.n_seq_max, params.kv_unified = max_sequences, True
-            self._ctx = _internals.LlamaContext(model=self.model, params=params, verbose=False)
-        except (ValueError, RuntimeError, OSError) as err:
-            raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
+        key = _load_key(resolved.path, n_threads, n_ctx, n_batch, max_sequences)
+        loaded = _take_preloaded(key)
+        if loaded is None:
+            try:
+                loaded = _load(*key)
+            except (ValueError, RuntimeError, OSError) as err:
+                raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
+        self.model, self._ctx = loaded
         self.lora = resolved.lora
         if resolved.lora is not None:
             self._apply_lora(resolved.lora)
@@ -126,10 +222,8 @@ class LlamaCppBackend:
         """Load a LoRA GGUF on the model and set it on our context (applied at run time on the
         unchanged, possibly quantized, base weights; freed with the model)."""
         lib = self._lib
-        # llama.cpp notes each tensor kept off a repacking buffer as a warning (printed even when not
-        # verbose: llama-cpp-python's level table predates ggml's renumbering); nothing to act on
-        with contextlib.redirect_stderr(io.StringIO()):
-            adapter = lib.llama_adapter_lora_init(self.model.model, str(path).encode("utf-8"))
+        # (llama.cpp notes each tensor kept off a repacking buffer as a warning: dropped with the rest of its log)
+        adapter = lib.llama_adapter_lora_init(self.model.model, str(path).encode("utf-8"))
         if not adapter:
             raise ModelError(f"llama.cpp cannot load the LoRA adapter {path} on {self.model_path.name} "
                              f"(an adapter of another base model?)")

@@ -1,0 +1,52 @@
+"""The ``slimsql`` command: begin loading the model, then import the rest and run.
+
+A new ``slimsql ask`` process spends about half a second importing Python modules
+(sqlglot, rich, the answering road) and about half a second in llama.cpp loading
+the model, and each question is a new process. The load is C code that runs
+without the GIL, so this entry point starts it in a thread
+(:func:`slimsql.backends.llama_cpp.preload`) before it imports the command line,
+and the two overlap on a machine's second core. Only the commands that load a
+model at once (``ask``, ``chat``) with the default backend and a registry model
+do this; ``SLIMSQL_PRELOAD=0`` switches it off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+#: commands that load the model as soon as their arguments are read
+PRELOADED_COMMANDS = ("ask", "chat")
+
+
+def run() -> None:
+    _preload(sys.argv[1:])
+    from .cli import run as run_cli
+
+    run_cli()
+
+
+def _preload(argv: list[str]) -> bool:
+    """Start the model's load if this command line will want it; True if started."""
+    if os.environ.get("SLIMSQL_PRELOAD", "1").lower() in ("0", "off", "no", "false"):
+        return False
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command not in PRELOADED_COMMANDS or "-h" in argv or "--help" in argv:
+        return False
+    peek = argparse.ArgumentParser(add_help=False)  # the options that decide the load; the real parser comes later
+    peek.add_argument("--model")
+    peek.add_argument("--backend", default="llama-cpp")
+    peek.add_argument("--threads", type=int)
+    try:
+        known, _ = peek.parse_known_args(argv)
+    except SystemExit:  # a malformed option: the real parser will say so
+        return False
+    if known.backend != "llama-cpp" or (known.threads is not None and known.threads < 1):
+        return False
+    try:
+        from .backends import llama_cpp
+
+        return llama_cpp.preload(known.model, known.threads)
+    except Exception:  # noqa: BLE001 - not a registry model, no llama-cpp-python...: the command loads as usual
+        return False
