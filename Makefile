@@ -18,8 +18,8 @@ $(VENV)/.slimsql-setup: pyproject.toml scripts/install-llama.sh
 	$(BIN)/python -m pip install -q --upgrade pip
 	scripts/install-llama.sh $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[embedded,eval,dev]"
-	# an editable install leaves slimsql uncompiled; where PYTHONDONTWRITEBYTECODE is set, every
-	# process would compile it again (about 0.05 s of each `slimsql ask`): compile it once here
+# (an editable install leaves slimsql uncompiled; where PYTHONDONTWRITEBYTECODE is set, every
+# process would compile it again, about 0.05 s of each `slimsql ask`: compiled once here)
 	$(BIN)/python -m compileall -q src
 	touch $@
 

@@ -47,7 +47,9 @@ def ask(db: Path, question: str, model: str, preset: str, env: dict, slimsql: st
         data = json.loads(out.stdout)
         timings = row["timings"] = data["timings"]
         row["start_s"] = round(wall - timings["total"], 3)  # imports, model load, opening the database, exit
+        # the model's load; with the preload (slimsql.launch), only the wait for it after the imports
         row["model_load_s"] = data.get("process", {}).get("model_load")  # absent before it was reported
+        row["preloaded"] = data.get("process", {}).get("preloaded")  # absent before the preload existed
     except (ValueError, KeyError):
         row["error"] = (out.stderr.strip().splitlines() or [""])[-1][:200]
     return row
@@ -131,6 +133,7 @@ def main() -> int:
     results = {"benchmark": "slimsql first answer (a new process per question)",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),
+               "SLIMSQL_PRELOAD": os.environ.get("SLIMSQL_PRELOAD"),  # 0: the model loads after the imports
                # this checkout's imports; not measured when timing another command
                "import_s": {m: import_seconds(m) for m in ("slimsql.cli", "llama_cpp")}
                if args.slimsql == DEFAULT_COMMAND else None,

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 from rich.text import Text
 
@@ -95,7 +96,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if args.json:
             data = answer.to_dict()
             load = getattr(conn.backend, "load_seconds", None)  # this process's model load, once
-            data["process"] = {"model_load": round(load, 4) if load is not None else None}
+            data["process"] = {"model_load": round(load, 4) if load is not None else None,
+                               "preloaded": bool(getattr(conn.backend, "preloaded", False))}
             display.print_json(data)
         elif args.sql_only:
             print(answer.sql)
@@ -402,9 +404,17 @@ def run() -> None:
     By the time main returns, everything is written and closed that matters: output
     is printed (flushed here), prefix-cache files are renamed into place, and the
     query worker ends when its pipe closes. So the interpreter's teardown (freeing
-    the model, collecting every module) is skipped.
+    the model, collecting every module) is skipped, also for argparse's exits (usage
+    errors, --help): a model still loading in the preload thread
+    (:mod:`slimsql.launch`) must not meet a finalizing interpreter.
     """
-    code = main()
+    try:
+        code = main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:  # SLIMSQL_DEBUG's traceback, or Ctrl-C outside main's own handler
+        traceback.print_exc()
+        code = 70
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

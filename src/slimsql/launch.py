@@ -21,10 +21,21 @@ PRELOADED_COMMANDS = ("ask", "chat")
 
 
 def run() -> None:
-    _preload(sys.argv[1:])
-    from .cli import run as run_cli
-
+    try:
+        _preload(sys.argv[1:])
+        from .cli import run as run_cli
+    except KeyboardInterrupt:  # before the command line's own handler is in place
+        os._exit(130)
     run_cli()
+
+
+class _Malformed(Exception):
+    """An option the peek cannot read: the real parser will say what is wrong, once."""
+
+
+class _Peek(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise _Malformed(message)
 
 
 def _preload(argv: list[str]) -> bool:
@@ -34,13 +45,13 @@ def _preload(argv: list[str]) -> bool:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command not in PRELOADED_COMMANDS or "-h" in argv or "--help" in argv:
         return False
-    peek = argparse.ArgumentParser(add_help=False)  # the options that decide the load; the real parser comes later
+    peek = _Peek(add_help=False)  # the options that decide the load; the real parser comes later
     peek.add_argument("--model")
     peek.add_argument("--backend", default="llama-cpp")
     peek.add_argument("--threads", type=int)
     try:
         known, _ = peek.parse_known_args(argv)
-    except SystemExit:  # a malformed option: the real parser will say so
+    except _Malformed:
         return False
     if known.backend != "llama-cpp" or (known.threads is not None and known.threads < 1):
         return False

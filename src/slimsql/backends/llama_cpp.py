@@ -106,31 +106,33 @@ def _load(path: str, threads: int, n_ctx: int, n_batch: int, max_sequences: int)
     return model, _internals.LlamaContext(model=model, params=params, verbose=True)
 
 
-#: A load begun by :func:`preload`: [key, thread, result or None].
+#: The context settings a backend gets unless told otherwise (and the preload loads with).
+N_CTX, N_BATCH, MAX_SEQUENCES = 8192, 512, 16
+#: A load begun by :func:`preload`: [key, thread, (model, context) or None].
 _preloaded: list | None = None
+_preload_lock = threading.Lock()
 #: While the preload thread runs, Python threads switch this often (seconds) instead of
 #: every 5 ms: llama.cpp calls the log callback (Python, so it needs the GIL) about
 #: 1,800 times per load, and each call would otherwise wait for the importing thread.
 PRELOAD_SWITCH_INTERVAL = 1e-5
 
 
-def preload(model: str | None, n_threads: int | None = None, *, n_ctx: int = 8192, n_batch: int = 512,
-            max_sequences: int = 16) -> bool:
+def preload(model: str | None, n_threads: int | None = None) -> bool:
     """Start loading registry model ``model`` (None: the default) in a thread, with the
     backend's default settings; True if started. Only a model already assembled and
     verified is loaded this way (no download, no hashing, nothing printed); anything
     else, and any failure, is left to the backend, which loads as usual and reports it."""
     global _preloaded
-    import llama_cpp  # here, not in the thread: its Python imports would only take turns with the caller's
-
     spec = models.find(model or models.DEFAULT_MODEL)
     path = models.cache_path(spec)
-    if _preloaded is not None or not models.is_verified(path, spec.sha256):
+    if not models.is_verified(path, spec.sha256):
         return False
+    import llama_cpp  # here, not in the thread: its Python imports would only take turns with the caller's
+
     _quiet_logs()
     llama_cpp.llama_backend_init()
-    key = _load_key(path, n_threads, n_ctx, n_batch, max_sequences)
-    _preloaded = job = [key, None, None]
+    key = _load_key(path, n_threads, N_CTX, N_BATCH, MAX_SEQUENCES)
+    job: list = [key, None, None]
     interval = sys.getswitchinterval()
 
     def load() -> None:
@@ -141,16 +143,25 @@ def preload(model: str | None, n_threads: int | None = None, *, n_ctx: int = 819
         finally:
             sys.setswitchinterval(interval)
 
-    sys.setswitchinterval(PRELOAD_SWITCH_INTERVAL)
-    job[1] = threading.Thread(target=load, name="slimsql-preload", daemon=True)
-    job[1].start()
+    with _preload_lock:
+        if _preloaded is not None:  # one at a time
+            return False
+        job[1] = threading.Thread(target=load, name="slimsql-preload", daemon=True)
+        sys.setswitchinterval(PRELOAD_SWITCH_INTERVAL)
+        try:
+            job[1].start()
+        except RuntimeError:  # no thread to be had: the backend loads as usual
+            sys.setswitchinterval(interval)
+            return False
+        _preloaded = job
     return True
 
 
 def _take_preloaded(key: tuple):
     """The preloaded (model, context) if it was loaded for ``key``; else None (and it is let go)."""
     global _preloaded
-    job, _preloaded = _preloaded, None
+    with _preload_lock:
+        job, _preloaded = _preloaded, None
     if job is None:
         return None
     wanted, thread, _ = job
@@ -161,8 +172,8 @@ def _take_preloaded(key: tuple):
 class LlamaCppBackend:
     name = "llama-cpp"
 
-    def __init__(self, model: str | None = None, *, n_threads: int | None = None, n_ctx: int = 8192,
-                 n_batch: int = 512, max_sequences: int = 16, parallel: bool = True,
+    def __init__(self, model: str | None = None, *, n_threads: int | None = None, n_ctx: int = N_CTX,
+                 n_batch: int = N_BATCH, max_sequences: int = MAX_SEQUENCES, parallel: bool = True,
                  progress=None, on_load=None, prefix_cache: bool | None = None, prefix_cache_dir=None, **_):
         resolved = models.resolve(model, progress)
         if resolved.kind == "safetensors":
@@ -183,6 +194,7 @@ class LlamaCppBackend:
         start = time.perf_counter()
         key = _load_key(resolved.path, n_threads, n_ctx, n_batch, max_sequences)
         loaded = _take_preloaded(key)
+        self.preloaded = loaded is not None  # then load_seconds is the wait for the preload thread
         if loaded is None:
             try:
                 loaded = _load(*key)
