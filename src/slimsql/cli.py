@@ -28,6 +28,7 @@ from .db.limits import MAX_ROWS, check_timeout
 from .errors import InputError, ModelError, SlimsqlError
 from .infer import Settings
 from .infer.settings import DEFAULT_SAMPLES
+from .launch import command_named
 from .prompts import DEFAULT_STYLE, STYLES
 from .schema import render_compact, render_create
 
@@ -368,11 +369,6 @@ LAZY_COMMANDS = {
 }
 
 
-def _command(argv: list[str]) -> str | None:
-    """The subcommand a command line names: its first word that is not an option."""
-    return next((arg for arg in argv if not arg.startswith("-")), None)
-
-
 def print_error(err: SlimsqlError) -> None:
     sql = getattr(err, "sql", None)
     line = f"error: {err}" + (f" [SQL: {display.shorten(' '.join(sql.split()))}]" if sql else "")
@@ -381,7 +377,7 @@ def print_error(err: SlimsqlError) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(_command(argv)).parse_args(argv)
+    args = build_parser(command_named(argv)).parse_args(argv)
     try:
         return args.func(args)
     except SlimsqlError as err:

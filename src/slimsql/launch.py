@@ -38,12 +38,17 @@ class _Peek(argparse.ArgumentParser):
         raise _Malformed(message)
 
 
+def command_named(argv: list[str]) -> str | None:
+    """The subcommand a command line names: its first word that is not an option (the
+    top-level parser takes no option with a value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _preload(argv: list[str]) -> bool:
     """Start the model's load if this command line will want it; True if started."""
     if os.environ.get("SLIMSQL_PRELOAD", "1").lower() in ("0", "off", "no", "false"):
         return False
-    command = next((arg for arg in argv if not arg.startswith("-")), None)
-    if command not in PRELOADED_COMMANDS or "-h" in argv or "--help" in argv:
+    if command_named(argv) not in PRELOADED_COMMANDS or "-h" in argv or "--help" in argv:
         return False
     peek = _Peek(add_help=False)  # the options that decide the load; the real parser comes later
     peek.add_argument("--model")
