@@ -1,5 +1,9 @@
 """The backend registry: built-in names load without the entry-point scan, and agree with it."""
 
+import subprocess
+import sys
+import types
+
 import pytest
 
 from slimsql.backends import BUILTIN, available, load_backend
@@ -20,3 +24,41 @@ def test_builtin_backend_loads_by_name():
 def test_unknown_backend_is_a_one_line_input_error():
     with pytest.raises(InputError, match="unknown backend 'nope'; installed backends: .*llama-cpp"):
         load_backend("nope")
+
+
+def test_the_model_load_needs_only_llama_cpp_pythons_bindings():
+    # the preload imports the bindings, starts the load, then the rest of the package (numpy, its
+    # wrappers); in a new interpreter, since this one may have imported llama_cpp already
+    pytest.importorskip("llama_cpp")
+    script = (
+        "import sys\n"
+        "from slimsql.backends import llama_cpp as backend\n"
+        "lib = backend._bindings()\n"
+        "package = sys.modules['llama_cpp']\n"
+        "assert 'numpy' not in sys.modules and 'llama_cpp.llama' not in sys.modules, 'imported too much'\n"
+        "assert package.llama_model_load_from_file is lib.llama_model_load_from_file\n"
+        "assert not hasattr(package, 'Llama') and not hasattr(package, '__version__')\n"
+        "backend._finish_import()\n"
+        "import llama_cpp\n"
+        "from llama_cpp import _internals\n"
+        "assert llama_cpp is package and llama_cpp.llama_cpp is lib and llama_cpp.Llama and llama_cpp.__version__\n"
+        "assert backend._bindings() is lib and backend._unfinished is None\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+
+
+def test_a_package_import_that_fails_after_the_bindings_is_forgotten(monkeypatch):
+    from slimsql.backends import llama_cpp as backend
+
+    class Broken:
+        def exec_module(self, module):
+            raise ImportError("numpy is missing")
+
+    package = types.ModuleType("llama_cpp")
+    monkeypatch.setitem(sys.modules, "llama_cpp", package)
+    monkeypatch.setattr(backend, "_unfinished", (types.SimpleNamespace(loader=Broken()), package))
+    with pytest.raises(ImportError, match="numpy is missing"):
+        backend._finish_import()
+    assert "llama_cpp" not in sys.modules and backend._unfinished is None  # a later import tries again
+    backend._finish_import()  # nothing left to finish

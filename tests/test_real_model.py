@@ -104,7 +104,8 @@ def test_a_preloaded_model_is_taken_by_the_backend_that_asks_for_it(llama):
     job = llama_cpp._preloaded
     backend = llama_cpp.LlamaCppBackend()
     assert llama_cpp._preloaded is None and job[2] is not None
-    assert (backend.model, backend._ctx) == job[2]  # taken, not loaded a second time
+    _, model, _, context, _ = job[2]  # llama.cpp's handles, loaded in the thread
+    assert backend.preloaded and (backend.model.model, backend._ctx.ctx) == (model, context)  # taken, not loaded again
     messages = [{"role": "user", "content": "Write a SQL query that counts rows in table t."}]
     config = GenerationConfig(n=3, temperature=0.8, seed=3, max_tokens=24)
     assert [c.text for c in backend.generate(messages, config)] == [c.text for c in llama.generate(messages, config)]
@@ -112,5 +113,34 @@ def test_a_preloaded_model_is_taken_by_the_backend_that_asks_for_it(llama):
     assert llama_cpp.preload(None, 1)
     job = llama_cpp._preloaded
     other = llama_cpp.LlamaCppBackend(n_threads=2)
-    assert llama_cpp._preloaded is None and other.model is not job[2][0]
+    assert llama_cpp._preloaded is None and not other.preloaded
     assert other.generate(messages, config)[0].text == backend.generate(messages, config)[0].text
+
+
+def test_loaded_handles_are_wrapped_as_the_library_wraps_its_own(llama):
+    # _load goes through the bindings alone (a thread can run it before llama-cpp-python's wrappers
+    # are imported); _wrap must then build those wrappers as their own constructors would
+    import llama_cpp
+    from llama_cpp import _internals
+
+    from slimsql.backends import llama_cpp as backend
+
+    path = str(llama.model_path)
+    own_model = _internals.LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=True)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch, params.n_threads, params.n_threads_batch = 256, 64, 64, 1, 1
+    own_context = _internals.LlamaContext(model=own_model, params=params, verbose=True)
+    model, context = backend._wrap(backend._load(path, 1, 256, 64, 1))
+    try:
+        assert set(vars(model)) == set(vars(own_model)) and set(vars(context)) == set(vars(own_context))
+        text = b"SELECT name FROM singer"
+        assert model.tokenize(text, add_bos=False, special=False) == own_model.tokenize(text, add_bos=False,
+                                                                                         special=False)
+        assert (model.n_vocab(), model.metadata()) == (own_model.n_vocab(), own_model.metadata())
+        assert context.n_ctx() == own_context.n_ctx() == 256 and context.memory is not None
+    finally:
+        model.close()
+        own_model.close()
+    assert context.ctx is None and model.model is None  # closing the model frees its context first
+    with pytest.raises(ValueError, match="failed to load"):
+        backend._load(str(llama.model_path) + ".missing", 1, 256, 64, 1)

@@ -24,8 +24,10 @@ llama-cpp-python's Jinja2 formatter. Decoding runs on llama.cpp's own batch API
 * **Loading while Python imports.** :func:`preload` (called by the ``slimsql``
   command before it imports the rest of slimsql) loads the model and its context in
   a thread: llama.cpp's load is C code that runs without the GIL, so it overlaps
-  the imports on another core. The backend takes that load when it asks for the
-  same file and settings, and loads its own otherwise.
+  the imports on another core. Only llama-cpp-python's ctypes bindings are imported
+  before the load starts (:func:`_bindings`); its Python wrappers, numpy and the rest
+  come after. The backend takes that load when it asks for the same file and
+  settings, and loads its own otherwise.
 
 * **Local LoRA models.** A model exported as a LoRA GGUF (``slimsql train export``)
   loads the unchanged base GGUF and sets the adapter on the context; the adapter's
@@ -38,8 +40,11 @@ Spider run.)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import importlib
+import importlib.util
 import os
 import sys
 import threading
@@ -68,6 +73,53 @@ def _load_key(path, n_threads: int | None, n_ctx: int, n_batch: int, max_sequenc
     return (str(path), n_threads or os.cpu_count() or 1, n_ctx, n_batch, max_sequences)
 
 
+#: The llama_cpp package, made by :func:`_bindings` with its ``__init__`` not yet run: (spec, module).
+_unfinished: tuple | None = None
+
+
+def _bindings():
+    """llama-cpp-python's ctypes bindings (its module ``llama_cpp.llama_cpp``), importing as
+    little else as possible: all a load needs.
+
+    ``import llama_cpp`` runs the package's ``__init__``, which imports the bindings and then
+    its high-level ``Llama`` (numpy, Jinja2, ...): about 0.15 s more before a load could
+    begin. When the package is not imported yet, its module is made from its spec without
+    running ``__init__``, the bindings are imported into it and their names are set on it
+    (what the ``__init__``'s ``from .llama_cpp import *`` does); :func:`_finish_import` then
+    runs the ``__init__`` on that same module, while the load runs."""
+    global _unfinished
+    if "llama_cpp" in sys.modules:
+        return importlib.import_module("llama_cpp.llama_cpp")
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.loader is None:
+        raise ImportError("llama-cpp-python is not installed")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["llama_cpp"] = package
+    try:
+        lib = importlib.import_module("llama_cpp.llama_cpp")
+    except BaseException:
+        del sys.modules["llama_cpp"]
+        raise
+    package.__dict__.update({name: value for name, value in vars(lib).items() if not name.startswith("_")})
+    _unfinished = (spec, package)
+    return lib
+
+
+def _finish_import() -> None:
+    """Run the ``__init__`` of the package :func:`_bindings` left unfinished (nothing if none);
+    if it fails, the package is forgotten as a failed import is, and the error raised."""
+    global _unfinished
+    if _unfinished is None:
+        return
+    (spec, package), _unfinished = _unfinished, None
+    try:
+        spec.loader.exec_module(package)
+    except BaseException:
+        if sys.modules.get("llama_cpp") is package:
+            del sys.modules["llama_cpp"]
+        raise
+
+
 @functools.cache
 def _quiet_logs() -> None:
     """Drop llama.cpp's log lines (hundreds per load; its errors come back as return codes).
@@ -75,40 +127,81 @@ def _quiet_logs() -> None:
     llama-cpp-python's own callback prints a ggml warning as an error (its level table
     predates ggml's renumbering), which its non-verbose load hides by redirecting the
     process's stdout and stderr to /dev/null: not something a thread may do while the
-    main thread could print. This callback prints nothing, so loads run verbose=True
-    (no redirection)."""
-    import llama_cpp
+    main thread could print. This callback prints nothing, so nothing is redirected."""
+    lib = _bindings()
     import llama_cpp._logger  # noqa: F401  (installs its callback on import: ours must come after)
 
     global _QUIET_CALLBACK
-    _QUIET_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, user_data: None)  # kept alive here
-    llama_cpp.llama_log_set(_QUIET_CALLBACK, ctypes.c_void_p(0))
+    _QUIET_CALLBACK = lib.llama_log_callback(lambda level, text, user_data: None)  # kept alive here
+    lib.llama_log_set(_QUIET_CALLBACK, ctypes.c_void_p(0))
+    lib.llama_backend_init()
 
 
 _QUIET_CALLBACK = None
 
 
-def _load(path: str, threads: int, n_ctx: int, n_batch: int, max_sequences: int):
-    """The model alone (weights, tokenizer, metadata) and our decoding context.
+def _load(path: str, threads: int, n_ctx: int, n_batch: int, max_sequences: int) -> tuple:
+    """Load the model alone (weights, tokenizer, metadata) and make our decoding context,
+    through the bindings only (so a thread can do it before llama-cpp-python's Python
+    wrappers are imported): llama.cpp's handles, for :func:`_wrap`.
 
     Not llama-cpp-python's Llama: that wrapper builds a second context and compiles the
     chat template again, about 0.15 s of every process start."""
-    import llama_cpp
-    from llama_cpp import _internals
-
+    lib = _bindings()
     _quiet_logs()
-    llama_cpp.llama_backend_init()
-    model = _internals.LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=True)
-    params = llama_cpp.llama_context_default_params()
+    model_params = lib.llama_model_default_params()
+    model = lib.llama_model_load_from_file(path.encode("utf-8"), model_params)
+    if not model:
+        raise ValueError(f"failed to load model from file: {path}")
+    params = lib.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
     params.n_threads = params.n_threads_batch = threads
     params.n_seq_max, params.kv_unified = max_sequences, True
-    return model, _internals.LlamaContext(model=model, params=params, verbose=True)
+    context = lib.llama_init_from_model(model, params)
+    if not context:
+        lib.llama_model_free(model)
+        raise ValueError("failed to create a llama.cpp context")
+    return path, model, model_params, context, params
+
+
+def _wrap(loaded: tuple):
+    """The handles of :func:`_load` in llama-cpp-python's own model and context wrappers,
+    as their constructors would have made them (those constructors also load: these are
+    their attributes after the load, in llama-cpp-python 0.3.36, scripts/install-llama.sh;
+    ``test_loaded_handles_are_wrapped_as_the_library_wraps_its_own`` checks it)."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    path, handle, model_params, context_handle, params = loaded
+    model = _internals.LlamaModel.__new__(_internals.LlamaModel)
+    model.path_model, model.params, model.verbose = path, model_params, True
+    model._exit_stack, model.sampler, model.custom_samplers = contextlib.ExitStack(), None, []
+    model.model, model.vocab = handle, llama_cpp.llama_model_get_vocab(handle)
+
+    def free_model() -> None:
+        if model.model is not None:
+            llama_cpp.llama_model_free(model.model)
+            model.model = None
+
+    model._exit_stack.callback(free_model)
+    context = _internals.LlamaContext.__new__(_internals.LlamaContext)
+    context.model, context.params, context.verbose = model, params, True
+    context._exit_stack, context.sampler = contextlib.ExitStack(), None
+    context.ctx, context.memory = context_handle, llama_cpp.llama_get_memory(context_handle)
+
+    def free_context() -> None:
+        if context.ctx is not None:
+            llama_cpp.llama_free(context.ctx)
+            context.ctx = None
+
+    context._exit_stack.callback(free_context)
+    model._exit_stack.callback(context.close)  # the context is freed before its model
+    return model, context
 
 
 #: The context settings a backend gets unless told otherwise (and the preload loads with).
 N_CTX, N_BATCH, MAX_SEQUENCES = 8192, 512, 16
-#: A load begun by :func:`preload`: [key, thread, (model, context) or None].
+#: A load begun by :func:`preload`: [key, thread, handles or None].
 _preloaded: list | None = None
 _preload_lock = threading.Lock()
 #: While the preload thread runs, Python threads switch this often (seconds) instead of
@@ -121,16 +214,16 @@ def preload(model: str | None, n_threads: int | None = None) -> bool:
     """Start loading registry model ``model`` (None: the default) in a thread, with the
     backend's default settings; True if started. Only a model already assembled and
     verified is loaded this way (no download, no hashing, nothing printed); anything
-    else, and any failure, is left to the backend, which loads as usual and reports it."""
+    else, and any failure, is left to the backend, which loads as usual and reports it.
+
+    Only llama-cpp-python's bindings are imported before the thread starts; the rest of
+    the package is imported after it, while the model loads."""
     global _preloaded
     spec = models.find(model or models.DEFAULT_MODEL)
     path = models.cache_path(spec)
     if not models.is_verified(path, spec.sha256):
         return False
-    import llama_cpp  # here, not in the thread: its Python imports would only take turns with the caller's
-
-    _quiet_logs()
-    llama_cpp.llama_backend_init()
+    _quiet_logs()  # here, not in the thread: its Python imports would only take turns with the caller's
     key = _load_key(path, n_threads, N_CTX, N_BATCH, MAX_SEQUENCES)
     job: list = [key, None, None]
     interval = sys.getswitchinterval()
@@ -154,11 +247,12 @@ def preload(model: str | None, n_threads: int | None = None) -> bool:
             sys.setswitchinterval(interval)
             return False
         _preloaded = job
+    _finish_import()
     return True
 
 
 def _take_preloaded(key: tuple):
-    """The preloaded (model, context) if it was loaded for ``key``; else None (and it is let go)."""
+    """The preloaded handles if they were loaded for ``key``; else None (and they are let go)."""
     global _preloaded
     with _preload_lock:
         job, _preloaded = _preloaded, None
@@ -166,7 +260,13 @@ def _take_preloaded(key: tuple):
         return None
     wanted, thread, _ = job
     thread.join()
-    return job[2] if wanted == key else None
+    if wanted == key or job[2] is None:
+        return job[2]
+    _, model, _, context, _ = job[2]  # loaded for other settings: freed
+    lib = _bindings()
+    lib.llama_free(context)
+    lib.llama_model_free(model)
+    return None
 
 
 class LlamaCppBackend:
@@ -200,7 +300,7 @@ class LlamaCppBackend:
                 loaded = _load(*key)
             except (ValueError, RuntimeError, OSError) as err:
                 raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
-        self.model, self._ctx = loaded
+        self.model, self._ctx = _wrap(loaded)
         self.lora = resolved.lora
         if resolved.lora is not None:
             self._apply_lora(resolved.lora)
