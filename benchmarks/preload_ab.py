@@ -8,6 +8,10 @@ keeps a drift of the machine's speed out of the difference. Reports the medians 
 wall time and of the process start (wall time minus the answer's own timings), and the
 paired per-question start differences.
 
+With ``--other CMD`` the second arm is not the preload off but another ``slimsql``
+command with its preload on (e.g. a script that runs an earlier checkout): the same
+interleaved comparison, of two versions.
+
     python benchmarks/preload_ab.py --out benchmarks/results/preload-ab-qwen2.5-coder-0.5b.json
 """
 
@@ -30,21 +34,28 @@ from slimsql.demo import DEMO_QUESTIONS, build_demo
 def main() -> int:
     parser = question_options(__doc__)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--other", help="compare with this slimsql command (preload on) instead of the preload off")
     args = parser.parse_args()
+    # each arm: (this arm's slimsql command, SLIMSQL_PRELOAD)
+    arms = {"on": (DEFAULT_COMMAND, "1"), "off": (DEFAULT_COMMAND, "0")} if not args.other else \
+        {"this": (DEFAULT_COMMAND, "1"), "other": (args.other, "1")}
+    first, second = arms
     tmp = tempfile.TemporaryDirectory()
     db = build_demo(Path(tmp.name) / "shop.sqlite")
     env = {**os.environ, "SLIMSQL_PREFIX_DIR": str(Path(tmp.name) / "prefix"), "SLIMSQL_PREFIX_CACHE": "1"}
     questions = DEMO_QUESTIONS + DEMO_EXTRA  # the 12 of first_answer.py
     ask(db, questions[0], args.model, args.preset, env, DEFAULT_COMMAND)  # warms the cache
-    rows = {"on": [], "off": []}
+    if args.other:
+        ask(db, questions[0], args.model, args.preset, env, args.other)  # its own compiled modules, page cache
+    rows = {first: [], second: []}
     for round_ in range(args.rounds):
         for i, question in enumerate(questions):
-            order = ("on", "off") if (i + round_) % 2 == 0 else ("off", "on")
+            order = (first, second) if (i + round_) % 2 == 0 else (second, first)
             for mode in order:
-                row = ask(db, question, args.model, args.preset, {**env, "SLIMSQL_PRELOAD": "1" if mode == "on" else "0"},
-                          DEFAULT_COMMAND)
+                command, preload = arms[mode]
+                row = ask(db, question, args.model, args.preset, {**env, "SLIMSQL_PRELOAD": preload}, command)
                 rows[mode].append(row)
-                print(f"  preload {mode:3}: {row['wall_s']:.2f}s  start {row.get('start_s', float('nan')):.2f}s  "
+                print(f"  {mode:5}: {row['wall_s']:.2f}s  start {row.get('start_s', float('nan')):.2f}s  "
                       f"{question[:50]}", file=sys.stderr)
     median = lambda values: round(statistics.median(values), 3)  # noqa: E731
     summary = {mode: {"n": len(r), "answered": sum(x["exit"] == 0 for x in r),
@@ -53,11 +64,12 @@ def main() -> int:
                       "model_load_median_s": median([x["model_load_s"] for x in r if x.get("model_load_s") is not None]),
                       "preloaded": sum(bool(x.get("preloaded")) for x in r)}
                for mode, r in rows.items()}
-    paired = [on["start_s"] - off["start_s"] for on, off in zip(rows["on"], rows["off"])
-              if "start_s" in on and "start_s" in off]
-    summary["start_difference_on_minus_off_s"] = {"median": median(paired), "mean": round(statistics.fmean(paired), 3),
-                                                 "on_faster": sum(d < 0 for d in paired), "pairs": len(paired)}
-    results = {"benchmark": "slimsql ask, model preload on vs off, interleaved (new process per question)",
+    paired = [a["start_s"] - b["start_s"] for a, b in zip(rows[first], rows[second]) if "start_s" in a and "start_s" in b]
+    summary[f"start_difference_{first}_minus_{second}_s"] = {
+        "median": median(paired), "mean": round(statistics.fmean(paired), 3),
+        f"{first}_faster": sum(d < 0 for d in paired), "pairs": len(paired)}
+    what = "model preload on vs off" if not args.other else f"this checkout vs {args.other}, both preloading"
+    results = {"benchmark": f"slimsql ask, {what}, interleaved (new process per question)",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),
                "summary": summary, "questions": rows}
