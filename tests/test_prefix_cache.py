@@ -160,3 +160,27 @@ def test_schema_warm_command(model_path, demo_db, tmp_path, monkeypatch, capsys)
     assert cli.main(["schema", "--db", str(demo_db), "--warm"]) == 0
     assert "already cached" in capsys.readouterr().err
     assert len(list((tmp_path / "prefix").rglob("*.state"))) == 1
+
+
+@pytest.mark.model
+def test_a_context_too_small_grows_and_a_state_serves_any_context_size(model_path, demo_db, tmp_path):
+    from slimsql.backends import GenerationConfig
+    from slimsql.errors import ModelError
+
+    folder = tmp_path / "prefix"
+    small = backend(folder, n_ctx=1024)  # holds the demo's 753-token prompt, not its 8 candidates x 256 tokens
+    conn = slimsql.connect(demo_db, backend=small)  # the default preset: 8 candidates
+    conn.warm()
+    assert small.n_ctx == 1024 and len(list(folder.rglob("*.state"))) == 1
+    answer = conn.ask("How many products are there?")
+    assert answer.rows == [(46,)] and small.n_ctx == 4096  # grown to the next power of two
+    assert small.last_prefill["from_store"]  # the new context took the prefix back from the store
+    large = backend(folder, n_ctx=8192)  # a new process with a larger context: the same state serves it
+    conn = slimsql.connect(demo_db, backend=large)
+    conn.warm()
+    assert large.last_prefill["from_store"] and large.last_prefill["evaluated"] == 1
+    again = conn.ask("How many products are there?")
+    assert again.raw == answer.raw and large.n_ctx == 8192
+    with pytest.raises(ModelError, match="do not fit the model's 32768-token context"):
+        large.generate([{"role": "user", "content": "Count the rows."}],
+                       GenerationConfig(n=8, temperature=0.8, max_tokens=5000))

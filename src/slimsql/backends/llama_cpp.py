@@ -153,15 +153,21 @@ def _load(path: str, threads: int, n_ctx: int, n_batch: int, max_sequences: int)
     model = lib.llama_model_load_from_file(path.encode("utf-8"), model_params)
     if not model:
         raise ValueError(f"failed to load model from file: {path}")
-    params = lib.llama_context_default_params()
-    params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
-    params.n_threads = params.n_threads_batch = threads
-    params.n_seq_max, params.kv_unified = max_sequences, True
+    params = _context_params(lib, threads, n_ctx, n_batch, max_sequences)
     context = lib.llama_init_from_model(model, params)
     if not context:
         lib.llama_model_free(model)
         raise ValueError("failed to create a llama.cpp context")
     return path, model, model_params, context, params
+
+
+def _context_params(lib, threads: int, n_ctx: int, n_batch: int, max_sequences: int):
+    """Our decoding context's settings: one KV cache shared by all sequences (unified)."""
+    params = lib.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+    params.n_threads = params.n_threads_batch = threads
+    params.n_seq_max, params.kv_unified = max_sequences, True
+    return params
 
 
 def _wrap(loaded: tuple):
@@ -184,10 +190,18 @@ def _wrap(loaded: tuple):
             model.model = None
 
     model._exit_stack.callback(free_model)
+    return model, _wrap_context(model, context_handle, params)
+
+
+def _wrap_context(model, handle, params):
+    """A context handle of ``model`` (a wrapped model) in llama-cpp-python's context wrapper."""
+    import llama_cpp
+    from llama_cpp import _internals
+
     context = _internals.LlamaContext.__new__(_internals.LlamaContext)
     context.model, context.params, context.verbose = model, params, True
     context._exit_stack, context.sampler = contextlib.ExitStack(), None
-    context.ctx, context.memory = context_handle, llama_cpp.llama_get_memory(context_handle)
+    context.ctx, context.memory = handle, llama_cpp.llama_get_memory(handle)
 
     def free_context() -> None:
         if context.ctx is not None:
@@ -196,11 +210,15 @@ def _wrap(loaded: tuple):
 
     context._exit_stack.callback(free_context)
     model._exit_stack.callback(context.close)  # the context is freed before its model
-    return model, context
+    return context
 
 
 #: The context settings a backend gets unless told otherwise (and the preload loads with).
-N_CTX, N_BATCH, MAX_SEQUENCES = 8192, 512, 16
+#: N_CTX is where the context starts: a prompt and its candidates that need more get a larger
+#: one (:meth:`LlamaCppBackend._fit`). Its KV cache is most of what making a context costs
+#: (0.06 s at 4,096 tokens, 0.12 s at 8,192: benchmarks/results/llama-costs-*.json), and 4,096
+#: holds the demo's or a Spider prompt with 8 candidates of 256 tokens.
+N_CTX, N_BATCH, MAX_SEQUENCES = 4096, 512, 16
 #: A load begun by :func:`preload`: [key, thread, handles or None].
 _preloaded: list | None = None
 _preload_lock = threading.Lock()
@@ -301,7 +319,8 @@ class LlamaCppBackend:
             except (ValueError, RuntimeError, OSError) as err:
                 raise ModelError(f"llama.cpp cannot load {resolved.path}: {err}") from None
         self.model, self._ctx = _wrap(loaded)
-        self.lora = resolved.lora
+        self._threads = key[1]
+        self.lora, self._lora_adapter = resolved.lora, None
         if resolved.lora is not None:
             self._apply_lora(resolved.lora)
         self.n_ctx, self.n_batch, self.max_sequences = n_ctx, n_batch, max_sequences
@@ -313,11 +332,12 @@ class LlamaCppBackend:
         self._candidates = None  # the whole vocabulary's logits, for a grammar's masked draw
         if prefix_cache is None:  # on unless switched off for the whole environment
             prefix_cache = os.environ.get("SLIMSQL_PREFIX_CACHE", "1").lower() not in ("0", "off", "no", "false")
-        # a LoRA changes every state: its hash is part of the key, so an adapter never meets the base's states
+        # a LoRA changes every state: its hash is part of the key, so an adapter never meets the base's states.
+        # The context's size is not: a state holds one sequence's cells, which any context large enough takes.
         adapter = {} if resolved.lora is None else {
             "lora": resolved.lora_sha256 or models.sha256_file(resolved.lora), "lora_scale": LORA_SCALE}
-        self.store = PrefixStore(PrefixStore.model_key(resolved.path, n_ctx=n_ctx, llama_cpp=llama_cpp.__version__,
-                                                       **adapter), prefix_cache_dir) if prefix_cache else None
+        self.store = PrefixStore(PrefixStore.model_key(resolved.path, llama_cpp=llama_cpp.__version__, **adapter),
+                                 prefix_cache_dir) if prefix_cache else None
         self._remembered: set[int] = set()  # prefixes (messages) this process already made ready
         self.last_prefill: dict = {}  # the last prompt: tokens reused, evaluated, whether from the store
         self.load_seconds = time.perf_counter() - start
@@ -340,10 +360,38 @@ class LlamaCppBackend:
             raise ModelError(f"llama.cpp cannot load the LoRA adapter {path} on {self.model_path.name} "
                              f"(an adapter of another base model?)")
         self._lora_adapter = adapter  # llama.cpp frees it with the model
-        adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+        self._set_lora()
+
+    def _set_lora(self) -> None:
+        """Set the loaded LoRA adapter on our (current) context."""
+        lib = self._lib
+        adapters = (lib.llama_adapter_lora_p_ctypes * 1)(self._lora_adapter)
         scales = (ctypes.c_float * 1)(LORA_SCALE)
         if lib.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales) != 0:
-            raise ModelError(f"llama.cpp cannot apply the LoRA adapter {path}")
+            raise ModelError(f"llama.cpp cannot apply the LoRA adapter {self.lora}")
+
+    def _fit(self, need: int) -> bool:
+        """Make the context hold ``need`` tokens; False if the model cannot (its training length).
+
+        A context that is too small is replaced by one of the next power of two tokens (up to
+        the training length). What the old one held is dropped: a prefix comes back from the
+        persistent store, or is evaluated again."""
+        if need <= self.n_ctx:
+            return True
+        lib = self._lib
+        limit = max(self.n_ctx, lib.llama_model_n_ctx_train(self.model.model))
+        if need > limit:
+            return False
+        size = min(limit, 1 << (need - 1).bit_length())
+        params = _context_params(lib, self._threads, size, self.n_batch, self.max_sequences)
+        handle = lib.llama_init_from_model(self.model.model, params)
+        if not handle:
+            raise ModelError(f"llama.cpp could not make a {size}-token context")
+        self._ctx.close()
+        self._ctx, self.n_ctx, self._cached = _wrap_context(self.model, handle, params), size, []
+        if self._lora_adapter is not None:
+            self._set_lora()
+        return True
 
     # -- the public interface ----------------------------------------------------
 
@@ -357,9 +405,9 @@ class LlamaCppBackend:
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]:
         tokens = self.prompt_tokens(messages)
         runs = 1 if config.temperature == 0 else config.n
-        if len(tokens) + config.max_tokens * (runs if self.parallel else 1) > self.n_ctx:
-            raise ModelError(f"the prompt ({len(tokens)} tokens) and {runs} x {config.max_tokens} new tokens "
-                             f"do not fit the {self.n_ctx}-token context")
+        if not self._fit(len(tokens) + config.max_tokens * (runs if self.parallel else 1)):
+            raise ModelError(f"the prompt ({len(tokens)} tokens) and {runs} x {config.max_tokens} new tokens do not "
+                             f"fit the model's {self._lib.llama_model_n_ctx_train(self.model.model)}-token context")
         greedy = [config.temperature == 0 or (config.greedy_first and i == 0) for i in range(runs)]
         seeds = [(config.seed if config.seed is not None else 0x5EED) + i for i in range(runs)]
         if self.parallel or runs == 1:
@@ -377,7 +425,7 @@ class LlamaCppBackend:
             return
         self._remembered.add(key)
         tokens = self.prompt_tokens(messages)
-        if len(tokens) < MIN_TOKENS or len(tokens) >= self.n_ctx:
+        if len(tokens) < MIN_TOKENS or not self._fit(len(tokens) + 1):
             return
         self._prefill(tokens)
         if self.store is None or self.store.covers(tokens):

@@ -1,0 +1,122 @@
+"""What llama.cpp's parts of an answer cost on this machine: the model load, the context, a decoding step.
+
+For the first answer of a new process (README, Speed): how long llama.cpp takes to load the
+model (and, separately, its tokenizer alone: a ``vocab_only`` load), to build the decoding
+context at several sizes, and one decoding step as a function of the rows in the batch (each
+distinct token of the candidates decoded together is a row), with and without the rows' logits.
+The steps run after a prompt the size of the demo database's (748 tokens), as ``slimsql ask``
+does. Each number is the median of ``--repeats`` runs.
+
+    python benchmarks/llama_costs.py   # -> benchmarks/results/llama-costs-<model>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from slimsql import models
+from slimsql.backends import llama_cpp as backend
+
+PROMPT_TOKENS = 748  # the demo database's schema prompt
+ROWS = (1, 2, 3, 4, 6, 8, 16)
+
+
+def median_ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=models.DEFAULT_MODEL)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    path = str(models.resolve(args.model).path)
+    lib = backend._bindings()
+    backend._quiet_logs()
+    backend._finish_import()
+    from llama_cpp import _internals
+
+    def load_model(**params) -> float:
+        model_params = lib.llama_model_default_params()
+        for name, value in params.items():
+            setattr(model_params, name, value)
+        start = time.perf_counter()
+        handle = lib.llama_model_load_from_file(path.encode(), model_params)
+        seconds = time.perf_counter() - start
+        lib.llama_model_free(handle)
+        return seconds
+
+    load = {"model_ms": median_ms([load_model() for _ in range(args.repeats)]),
+            "tokenizer_alone_ms": median_ms([load_model(vocab_only=True) for _ in range(args.repeats)])}
+    handle = lib.llama_model_load_from_file(path.encode(), lib.llama_model_default_params())
+    contexts = {}
+    for n_ctx in (2048, 4096, 8192):
+        times = []
+        for _ in range(args.repeats):
+            params = backend._context_params(lib, args.threads, n_ctx, backend.N_BATCH, backend.MAX_SEQUENCES)
+            start = time.perf_counter()
+            made = lib.llama_init_from_model(handle, params)
+            times.append(time.perf_counter() - start)
+            lib.llama_free(made)
+        contexts[n_ctx] = median_ms(times)
+    lib.llama_model_free(handle)
+    load["context_ms_by_size"] = contexts
+
+    model, context = backend._wrap(backend._load(path, args.threads, backend.N_CTX, backend.N_BATCH,
+                                                 backend.MAX_SEQUENCES))
+    batch_owner = _internals.LlamaBatch(n_tokens=backend.N_BATCH, embd=0, n_seq_max=backend.MAX_SEQUENCES,
+                                        verbose=False)
+    batch = batch_owner.batch
+
+    def submit(items: list[tuple[int, int, int, bool]]) -> float:
+        batch.n_tokens = len(items)
+        for j, (token, pos, seq, logits) in enumerate(items):
+            batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.logits[j] = token, pos, 1, logits
+            batch.seq_id[j][0] = seq
+        start = time.perf_counter()
+        if lib.llama_decode(context.ctx, batch) != 0:
+            raise SystemExit("llama.cpp could not decode")
+        return time.perf_counter() - start
+
+    vocab = model.n_vocab()
+    prompt = [(1000 + 37 * i) % vocab for i in range(PROMPT_TOKENS)]
+    prefill = 0.0
+    for start in range(0, PROMPT_TOKENS, backend.N_BATCH):
+        chunk = prompt[start:start + backend.N_BATCH]
+        prefill += submit([(t, start + i, 0, start + i == PROMPT_TOKENS - 1) for i, t in enumerate(chunk)])
+    for seq in range(1, backend.MAX_SEQUENCES):
+        lib.llama_memory_seq_cp(context.memory, 0, seq, -1, -1)
+    positions = [PROMPT_TOKENS] * backend.MAX_SEQUENCES
+
+    def step(rows: int, logits: bool) -> float:
+        items = [(300 + seq, positions[seq], seq, logits) for seq in range(rows)]
+        for seq in range(rows):
+            positions[seq] += 1
+        return submit(items)
+
+    steps = {rows: {"with_logits_ms": median_ms([step(rows, True) for _ in range(args.repeats)]),
+                    "without_logits_ms": median_ms([step(rows, False) for _ in range(args.repeats)])}
+             for rows in ROWS}
+    results = {"benchmark": "llama.cpp costs: model load, context, decoding step by batch rows",
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+               "threads": args.threads, "model": args.model, "command": "python " + " ".join(sys.argv),
+               "load": load, "prompt_tokens": PROMPT_TOKENS,
+               "prefill_tokens_per_s": round(PROMPT_TOKENS / prefill, 1), "decoding_step": steps}
+    out = args.out or Path(__file__).parent / "results" / f"llama-costs-{args.model}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: results[k] for k in ("load", "prefill_tokens_per_s", "decoding_step")}, indent=1))
+    print(f"wrote {out}")
+    os._exit(0)  # llama.cpp's objects are freed with the process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
