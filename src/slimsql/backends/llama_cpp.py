@@ -370,6 +370,11 @@ class LlamaCppBackend:
         if lib.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales) != 0:
             raise ModelError(f"llama.cpp cannot apply the LoRA adapter {self.lora}")
 
+    def _context_limit(self) -> int:
+        """The most tokens a context of ours may hold: the model's training length (or the
+        size asked for, if larger)."""
+        return max(self.n_ctx, self._lib.llama_model_n_ctx_train(self.model.model))
+
     def _fit(self, need: int) -> bool:
         """Make the context hold ``need`` tokens; False if the model cannot (its training length).
 
@@ -378,8 +383,7 @@ class LlamaCppBackend:
         persistent store, or is evaluated again."""
         if need <= self.n_ctx:
             return True
-        lib = self._lib
-        limit = max(self.n_ctx, lib.llama_model_n_ctx_train(self.model.model))
+        lib, limit = self._lib, self._context_limit()
         if need > limit:
             return False
         size = min(limit, 1 << (need - 1).bit_length())
@@ -407,7 +411,7 @@ class LlamaCppBackend:
         runs = 1 if config.temperature == 0 else config.n
         if not self._fit(len(tokens) + config.max_tokens * (runs if self.parallel else 1)):
             raise ModelError(f"the prompt ({len(tokens)} tokens) and {runs} x {config.max_tokens} new tokens do not "
-                             f"fit the model's {self._lib.llama_model_n_ctx_train(self.model.model)}-token context")
+                             f"fit the model's {self._context_limit()}-token context")
         greedy = [config.temperature == 0 or (config.greedy_first and i == 0) for i in range(runs)]
         seeds = [(config.seed if config.seed is not None else 0x5EED) + i for i in range(runs)]
         if self.parallel or runs == 1:
