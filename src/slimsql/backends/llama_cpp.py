@@ -183,13 +183,7 @@ def _wrap(loaded: tuple):
     model.path_model, model.params, model.verbose = path, model_params, True
     model._exit_stack, model.sampler, model.custom_samplers = contextlib.ExitStack(), None, []
     model.model, model.vocab = handle, llama_cpp.llama_model_get_vocab(handle)
-
-    def free_model() -> None:
-        if model.model is not None:
-            llama_cpp.llama_model_free(model.model)
-            model.model = None
-
-    model._exit_stack.callback(free_model)
+    _free_on_close(model, "model", llama_cpp.llama_model_free)
     return model, _wrap_context(model, context_handle, params)
 
 
@@ -202,15 +196,20 @@ def _wrap_context(model, handle, params):
     context.model, context.params, context.verbose = model, params, True
     context._exit_stack, context.sampler = contextlib.ExitStack(), None
     context.ctx, context.memory = handle, llama_cpp.llama_get_memory(handle)
-
-    def free_context() -> None:
-        if context.ctx is not None:
-            llama_cpp.llama_free(context.ctx)
-            context.ctx = None
-
-    context._exit_stack.callback(free_context)
+    _free_on_close(context, "ctx", llama_cpp.llama_free)
     model._exit_stack.callback(context.close)  # the context is freed before its model
     return context
+
+
+def _free_on_close(wrapper, attribute: str, free) -> None:
+    """On ``wrapper.close()``, free its llama.cpp handle ``attribute`` once (as its own constructor arranges)."""
+    def close() -> None:
+        handle = getattr(wrapper, attribute)
+        if handle is not None:
+            free(handle)
+            setattr(wrapper, attribute, None)
+
+    wrapper._exit_stack.callback(close)
 
 
 #: The context settings a backend gets unless told otherwise (and the preload loads with).
