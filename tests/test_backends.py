@@ -62,3 +62,26 @@ def test_a_package_import_that_fails_after_the_bindings_is_forgotten(monkeypatch
         backend._finish_import()
     assert "llama_cpp" not in sys.modules and backend._unfinished is None  # a later import tries again
     backend._finish_import()  # nothing left to finish
+
+
+def test_a_preload_that_fails_before_its_thread_leaves_no_half_made_package():
+    # the package is finished or forgotten; else a later `import llama_cpp` would get it half-made (no Llama)
+    pytest.importorskip("llama_cpp")
+    script = (
+        "import sys\n"
+        "from slimsql.backends import llama_cpp as backend\n"
+        "backend.models.is_verified = lambda path, sha256: True  # no model file needed: it fails before the load\n"
+        "sys.modules['llama_cpp._logger'] = None  # importing it raises ImportError\n"
+        "try:\n"
+        "    backend.preload(None)\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+        "assert backend._unfinished is None and backend._preloaded is None\n"
+        "del sys.modules['llama_cpp._logger']\n"
+        "import llama_cpp\n"
+        "assert llama_cpp.__version__ and llama_cpp.Llama\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr

@@ -235,13 +235,20 @@ def preload(model: str | None, n_threads: int | None = None) -> bool:
 
     Only llama-cpp-python's bindings are imported before the thread starts; the rest of
     the package is imported after it, while the model loads."""
-    global _preloaded
     spec = models.find(model or models.DEFAULT_MODEL)
     path = models.cache_path(spec)
     if not models.is_verified(path, spec.sha256):
         return False
+    try:
+        return _start_load(_load_key(path, n_threads, N_CTX, N_BATCH, MAX_SEQUENCES))
+    finally:  # the rest of llama-cpp-python, while the model loads (and whatever happened before)
+        _finish_import()
+
+
+def _start_load(key: tuple) -> bool:
+    """Begin :func:`_load` of ``key`` in a thread (one at a time); True if it started."""
+    global _preloaded
     _quiet_logs()  # here, not in the thread: its Python imports would only take turns with the caller's
-    key = _load_key(path, n_threads, N_CTX, N_BATCH, MAX_SEQUENCES)
     job: list = [key, None, None]
     interval = sys.getswitchinterval()
 
@@ -264,7 +271,6 @@ def preload(model: str | None, n_threads: int | None = None) -> bool:
             sys.setswitchinterval(interval)
             return False
         _preloaded = job
-    _finish_import()
     return True
 
 
