@@ -4,8 +4,9 @@ For the first answer of a new process (README, Speed): how long llama.cpp takes 
 model (and, separately, its tokenizer alone: a ``vocab_only`` load), to build the decoding
 context at several sizes, and one decoding step as a function of the rows in the batch (each
 distinct token of the candidates decoded together is a row), with and without the rows' logits.
-The steps run after a prompt the size of the demo database's (748 tokens), as ``slimsql ask``
-does. Each number is the median of ``--repeats`` runs.
+The steps run after a prompt the size of the demo database's (748 tokens), through the
+backend as ``slimsql ask`` runs them (for a LoRA export, with its adapter applied at run time).
+Each number is the median of ``--repeats`` runs.
 
     python benchmarks/llama_costs.py   # -> benchmarks/results/llama-costs-<model>.json
 """
@@ -43,7 +44,6 @@ def main() -> int:
     lib = backend._bindings()
     backend._quiet_logs()
     backend._finish_import()
-    from llama_cpp import _internals
 
     def load_model(**params) -> float:
         model_params = lib.llama_model_default_params()
@@ -71,30 +71,23 @@ def main() -> int:
     lib.llama_model_free(handle)
     load["context_ms_by_size"] = contexts
 
-    model, context = backend._wrap(backend._load(path, args.threads, backend.N_CTX, backend.N_BATCH,
-                                                 backend.MAX_SEQUENCES))
-    batch_owner = _internals.LlamaBatch(n_tokens=backend.N_BATCH, embd=0, n_seq_max=backend.MAX_SEQUENCES,
-                                        verbose=False)
-    batch = batch_owner.batch
+    # the decoding steps through the backend itself, as `slimsql ask` runs them (a LoRA export: with its adapter)
+    llama = backend.LlamaCppBackend(args.model, n_threads=args.threads, prefix_cache=False)
+    memory = llama._ctx.memory
 
     def submit(items: list[tuple[int, int, int, bool]]) -> float:
-        batch.n_tokens = len(items)
-        for j, (token, pos, seq, logits) in enumerate(items):
-            batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.logits[j] = token, pos, 1, logits
-            batch.seq_id[j][0] = seq
         start = time.perf_counter()
-        if lib.llama_decode(context.ctx, batch) != 0:
-            raise SystemExit("llama.cpp could not decode")
+        llama._submit([(token, pos, (seq,), logits) for token, pos, seq, logits in items])
         return time.perf_counter() - start
 
-    vocab = model.n_vocab()
+    vocab = llama.model.n_vocab()
     prompt = [(1000 + 37 * i) % vocab for i in range(PROMPT_TOKENS)]
     prefill = 0.0
     for start in range(0, PROMPT_TOKENS, backend.N_BATCH):
         chunk = prompt[start:start + backend.N_BATCH]
         prefill += submit([(t, start + i, 0, start + i == PROMPT_TOKENS - 1) for i, t in enumerate(chunk)])
     for seq in range(1, backend.MAX_SEQUENCES):
-        lib.llama_memory_seq_cp(context.memory, 0, seq, -1, -1)
+        lib.llama_memory_seq_cp(memory, 0, seq, -1, -1)
     positions = [PROMPT_TOKENS] * backend.MAX_SEQUENCES
 
     def step(rows: int, logits: bool) -> float:
@@ -108,7 +101,8 @@ def main() -> int:
              for rows in ROWS}
     results = {"benchmark": "llama.cpp costs: model load, context, decoding step by batch rows",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-               "threads": args.threads, "model": args.model, "command": "python " + " ".join(sys.argv),
+               "threads": args.threads, "model": args.model, "lora": str(llama.lora) if llama.lora else None,
+               "command": "python " + " ".join(sys.argv),
                "load": load, "prompt_tokens": PROMPT_TOKENS,
                "prefill_tokens_per_s": round(PROMPT_TOKENS / prefill, 1), "decoding_step": steps}
     out = args.out or Path(__file__).parent / "results" / f"llama-costs-{args.model}.json"
