@@ -26,6 +26,12 @@ def test_unknown_backend_is_a_one_line_input_error():
         load_backend("nope")
 
 
+def assert_runs_fresh(script: str) -> None:
+    """``script`` runs to its last line ("ok") in a new interpreter, where llama_cpp is not imported yet."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+
+
 def test_the_model_load_needs_only_llama_cpp_pythons_bindings():
     # the preload imports the bindings, starts the load, then the rest of the package (numpy, its
     # wrappers); in a new interpreter, since this one may have imported llama_cpp already
@@ -44,8 +50,7 @@ def test_the_model_load_needs_only_llama_cpp_pythons_bindings():
         "assert llama_cpp is package and llama_cpp.llama_cpp is lib and llama_cpp.Llama and llama_cpp.__version__\n"
         "assert backend._bindings() is lib and backend._unfinished is None\n"
         "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+    assert_runs_fresh(script)
 
 
 def test_a_package_import_that_fails_after_the_bindings_is_forgotten(monkeypatch):
@@ -83,5 +88,4 @@ def test_a_preload_that_fails_before_its_thread_leaves_no_half_made_package():
         "import llama_cpp\n"
         "assert llama_cpp.__version__ and llama_cpp.Llama\n"
         "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+    assert_runs_fresh(script)
