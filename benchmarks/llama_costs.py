@@ -1,8 +1,8 @@
 """What llama.cpp's parts of an answer cost on this machine: the model load, the context, a decoding step.
 
-For the first answer of a new process (README, Speed): how long llama.cpp takes to load the
-model (and, separately, its tokenizer alone: a ``vocab_only`` load), to build the decoding
-context at several sizes, and one decoding step as a function of the rows in the batch (each
+For the first answer of a new process (README, Speed): the model's weights by tensor type, how
+long llama.cpp takes to load the model (and, separately, its tokenizer alone: a ``vocab_only``
+load), to build the decoding context at several sizes, and one decoding step as a function of the rows in the batch (each
 distinct token of the candidates decoded together is a row), with and without the rows' logits.
 The steps run after a prompt the size of the demo database's (748 tokens), through the
 backend as ``slimsql ask`` runs them (for a LoRA export, with its adapter applied at run time).
@@ -31,6 +31,19 @@ ROWS = (1, 2, 3, 4, 6, 8, 16)
 
 def median_ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
+
+
+def weights_by_type(path: str) -> dict | None:
+    """Millions of weights per tensor type in the GGUF file (the ``gguf`` package, from the
+    transformers extra; None without it)."""
+    try:
+        import gguf
+    except ImportError:
+        return None
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + int(tensor.n_elements)
+    return {name: round(count / 1e6, 1) for name, count in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 def main() -> int:
@@ -103,7 +116,7 @@ def main() -> int:
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "threads": args.threads, "model": args.model, "lora": str(llama.lora) if llama.lora else None,
                "command": "python " + " ".join(sys.argv),
-               "load": load, "prompt_tokens": PROMPT_TOKENS,
+               "weights_millions_by_type": weights_by_type(path), "load": load, "prompt_tokens": PROMPT_TOKENS,
                "prefill_tokens_per_s": round(PROMPT_TOKENS / prefill, 1), "decoding_step": steps}
     out = args.out or Path(__file__).parent / "results" / f"llama-costs-{args.model}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -82,8 +82,7 @@ def _bindings():
     little else as possible: all a load needs.
 
     ``import llama_cpp`` runs the package's ``__init__``, which imports the bindings and then
-    its high-level ``Llama`` (numpy, Jinja2, ...): about 0.15 s more before a load could
-    begin. When the package is not imported yet, its module is made from its spec without
+    its high-level ``Llama`` (numpy, Jinja2, ...) before a load could begin. When the package is not imported yet, its module is made from its spec without
     running ``__init__``, the bindings are imported into it and their names are set on it
     (what the ``__init__``'s ``from .llama_cpp import *`` does); :func:`_finish_import` then
     runs the ``__init__`` on that same module, while the load runs."""
@@ -215,7 +214,7 @@ def _free_on_close(wrapper, attribute: str, free) -> None:
 #: The context settings a backend gets unless told otherwise (and the preload loads with).
 #: N_CTX is where the context starts: a prompt and its candidates that need more get a larger
 #: one (:meth:`LlamaCppBackend._fit`). Its KV cache is most of what making a context costs
-#: (0.06 s at 4,096 tokens, 0.12 s at 8,192: benchmarks/results/llama-costs-*.json), and 4,096
+#: (0.05 s at 4,096 tokens, 0.09 s at 8,192: benchmarks/results/llama-costs-*.json), and 4,096
 #: holds the demo's or a Spider prompt with 8 candidates of 256 tokens.
 N_CTX, N_BATCH, MAX_SEQUENCES = 4096, 512, 16
 #: A load begun by :func:`preload`: [key, thread, handles or None].
@@ -285,10 +284,7 @@ def _take_preloaded(key: tuple):
     thread.join()
     if wanted == key or job[2] is None:
         return job[2]
-    _, model, _, context, _ = job[2]  # loaded for other settings: freed
-    lib = _bindings()
-    lib.llama_free(context)
-    lib.llama_model_free(model)
+    _wrap(job[2])[0].close()  # loaded for other settings: freed (its context first)
     return None
 
 
