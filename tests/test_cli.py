@@ -141,7 +141,7 @@ def test_ask_table_output(demo_db, scripted, capsys):
 
 
 def test_model_output_that_is_not_sql(demo_db, scripted, capsys):
-    scripted("I'm sorry, I can't help with that.")
+    scripted("I'm sorry, I can't help with that.", "Still no.")  # the default vote's two stages
     assert cli.main(["ask", "--db", str(demo_db), "q?"]) == 6
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: model output is not SQL") and "\n" not in err

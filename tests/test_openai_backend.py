@@ -172,6 +172,16 @@ def test_greedy_first_then_sampled_with_n(server):
     assert all(c.prompt_tokens == 42 and c.completion_tokens == 5 for c in out)
 
 
+def test_a_later_stage_asks_for_samples_only_with_seeds_past_the_first_stages(server):
+    b = backend(server, model="m")
+    first = b.generate(MESSAGES, GenerationConfig(n=2, temperature=0.8, seed=7))
+    rest = b.generate(MESSAGES, GenerationConfig(n=8, temperature=0.8, seed=7, skip=2, max_tokens=64))
+    assert [c.text for c in first] == ["SELECT 'greedy-0'", "SELECT 'seed8-0'"]
+    assert [c.text for c in rest] == [f"SELECT 'seed9-{i}'" for i in range(6)]  # no greedy one, no seed reused
+    last = server.completions()[-1]
+    assert last["n"] == 6 and last["temperature"] == 0.8 and last["max_tokens"] == 64
+
+
 def test_one_candidate_greedy_first_is_one_request(server):
     out = backend(server, model="m").generate(MESSAGES, GenerationConfig(n=1, temperature=0.8))
     (body,) = server.completions()  # no empty request for zero samples

@@ -1,10 +1,12 @@
+from dataclasses import replace
+
 import pytest
 
 import slimsql
-from slimsql.backends import GenerationConfig
+from slimsql.backends import GenerationConfig, sample_limit
 from slimsql.backends.scripted import ScriptedBackend
 from slimsql.errors import InputError, NoSQLError, QueryError, QueryTimeout, UnsafeSQLError
-from slimsql.infer import Settings
+from slimsql.infer import Settings, pipeline, resolve
 
 from .conftest import sha256
 
@@ -129,7 +131,7 @@ def test_vote_picks_the_biggest_group_and_traces_every_candidate(demo_db):
                                        "SELECT count(order_id) FROM customers AS c JOIN orders AS o "
                                        "ON o.customer_id = c.customer_id",     # 2500
                                        "no idea"]],
-                            preset="default", n=4, repair_rounds=0)
+                            preset="default", n=4, repair_rounds=0, agree=0)
     answer = conn.ask("How many orders?")
     assert answer.rows == [(2500,)] and answer.sql == "SELECT count(*) FROM orders"
     trace = answer.trace
@@ -139,6 +141,66 @@ def test_vote_picks_the_biggest_group_and_traces_every_candidate(demo_db):
     config = backend.calls[0][1]
     assert config.n == 4 and config.temperature == 0.8 and config.greedy_first
     assert answer.to_dict()["trace"]["trials"][0]["sql"] == "SELECT count(*) FROM orders"
+
+
+def test_a_vote_in_stages_stops_when_the_first_candidates_agree(demo_db):
+    same = "SELECT count(*) FROM orders"
+    conn, backend = connect(demo_db, [[same, "SELECT count(*) AS n FROM orders"]], preset="default")
+    answer = conn.ask("How many orders?")
+    assert answer.rows == [(2500,)] and answer.sql == same and len(backend.calls) == 1
+    config = backend.calls[0][1]
+    assert config.n == 2 and config.skip == 0 and config.greedy_first  # the greedy answer and one sample
+    assert [t.votes for t in answer.trace.trials] == [2, 2]
+    assert answer.trace.note == "vote 2/2 in 1 group; the first 2 agreed, so the other 6 were not made"
+
+
+@pytest.mark.parametrize("first", [
+    ["SELECT count(*) FROM orders", "SELECT count(*) FROM customers"],   # two results
+    ["SELECT max(order_id) FROM orders WHERE order_id < 0"] * 2,        # one result, but only a NULL
+    ["SELECT order_id FROM orders WHERE order_id < 0"] * 2,             # one result, but no rows
+    ["SELECT count(*) FROM orders", "no idea"],                         # one did not run
+])
+def test_a_vote_in_stages_makes_the_rest_unless_the_first_agree_on_a_value(demo_db, first):
+    rest = ["SELECT count(*) FROM customers"] * 5 + ["SELECT count(*) FROM orders"]
+    conn, backend = connect(demo_db, [first, rest], preset="default", repair_rounds=0)
+    answer = conn.ask("q")
+    assert len(backend.calls) == 2
+    one, two = backend.calls[0][1], backend.calls[1][1]
+    assert (one.n, one.skip) == (2, 0) and (two.n, two.skip) == (8, 2)
+    # the rest is the samples of one call for all 8: their limit is the greedy candidate's, as one call has it
+    greedy = answer.trace.trials[0].completion_tokens
+    assert two.max_tokens == sample_limit(greedy, 256) == 64 and two.temperature == 0.8
+    trials = answer.trace.trials
+    assert [t.index for t in trials] == list(range(8)) and len(trials) == 8
+    assert answer.trace.note.startswith("vote ") and "agreed" not in answer.trace.note
+    assert answer.sql == "SELECT count(*) FROM customers"  # the vote over all 8
+
+
+def test_a_later_stage_sample_cut_at_its_limit_is_no_answer(demo_db):
+    class Cut(ScriptedBackend):  # the later stage's samples all reach their token limit
+        def generate(self, messages, config):
+            out = super().generate(messages, config)
+            return [replace(c, truncated=True) for c in out] if config.skip else out
+
+    backend = Cut([["SELECT count(*) FROM orders", "SELECT count(*) FROM products"], "SELECT count(*) FROM customers"])
+    conn = slimsql.connect(demo_db, backend=backend, preset="default", repair_rounds=0)
+    trials = conn.ask("q").trace.trials
+    assert [t.error_kind for t in trials[2:]] == ["truncated"] * 6 and trials[0].ran and trials[1].ran
+
+
+def test_a_vote_in_stages_needs_a_vote_samples_and_more_candidates_than_the_first_stage():
+    config = GenerationConfig(n=8, temperature=0.8)
+    assert pipeline.staged(resolve("default"), config) == 2
+    assert pipeline.staged(resolve("default", agree=0), config) == 0
+    assert pipeline.staged(resolve("default", agree=8), config) == 0
+    assert pipeline.staged(resolve("default", strategy="first"), config) == 0
+    assert pipeline.staged(resolve("default"), GenerationConfig(n=8, temperature=0.0)) == 0
+    with pytest.raises(InputError, match="--agree"):
+        resolve("default", agree=-1)
+    assert "agree" not in resolve("fast").describe() and resolve("default").describe()["agree"] == 2
+    assert "generation.skip" not in resolve("default").describe()
+    with pytest.raises(InputError, match="skip 0 to n - 1"):
+        GenerationConfig(n=2, skip=2)
 
 
 def test_identifier_fix_runs_only_when_a_candidate_fails(demo_db):
@@ -198,15 +260,15 @@ def test_merge_revision_when_the_vote_is_close(demo_db):
     two_groups = ["SELECT count(*) FROM orders", "SELECT count(*) FROM customers",
                   "SELECT count(*) FROM orders", "SELECT count(*) FROM customers"]
     conn, backend = connect(demo_db, [two_groups, "SELECT count(*) FROM products"],
-                            preset="default", n=4, repair_rounds=0, merge=True)
+                            preset="default", n=4, repair_rounds=0, merge=True, agree=0)
     answer = conn.ask("q")
     assert answer.rows == [(46,)] and answer.trace.trials[-1].origin == "merge"
     prompt = backend.calls[1][0][-1]["content"]
     assert "Query A:\nSELECT count(*) FROM orders" in prompt and "2500" in prompt and "Query B:" in prompt
     # a clear vote is not merged; a merged query that fails leaves the vote's choice
     conn, backend = connect(demo_db, [two_groups[:3] + ["SELECT count(*) FROM orders"]], preset="default",
-                            n=4, merge=True)
+                            n=4, merge=True, agree=0)
     assert conn.ask("q").rows == [(2500,)] and len(backend.calls) == 1
     conn, backend = connect(demo_db, [two_groups, "SELECT nope FROM orders"], preset="default", n=4, merge=True,
-                            repair_rounds=0)
+                            repair_rounds=0, agree=0)
     assert conn.ask("q").rows == [(2500,)] and len(backend.calls) == 2

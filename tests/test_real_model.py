@@ -5,6 +5,8 @@ read from the GGUF file, llama.cpp generation (greedy and sampled candidates),
 and the transformers backend on the same weights.
 """
 
+from dataclasses import replace
+
 import pytest
 
 import slimsql
@@ -73,6 +75,21 @@ def test_candidates_are_decoded_together(llama):
         llama.parallel = True
     assert len(one_by_one) == 6 and one_by_one[0].text == greedy.text
     assert llama._cached[:5] == llama.prompt_tokens(messages)[:5]  # the prompt stays cached, generated tokens do not
+
+
+def test_a_later_stage_makes_the_samples_one_call_makes(llama):
+    messages = [{"role": "user", "content": "Write a SQL query that lists the names in table t by year."}]
+    config = GenerationConfig(n=5, temperature=0.9, seed=3, max_tokens=24)
+    llama.parallel = False  # one sequence per decode: the same arithmetic in both calls, so exact equality
+    try:
+        whole = llama.generate(messages, config)
+        rest = llama.generate(messages, replace(config, skip=2))
+    finally:
+        llama.parallel = True
+    assert len({c.text for c in whole}) > 1 and len(rest) == 3
+    assert [c.text for c in rest] == [c.text for c in whole[2:]]  # candidate i keeps its seed
+    together = llama.generate(messages, replace(config, skip=2))
+    assert len(together) == 3 and all(c.completion_tokens > 0 and c.logprob <= 0 for c in together)
 
 
 def test_public_api_one_liner(demo_db):

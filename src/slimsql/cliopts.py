@@ -32,6 +32,9 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=positive_int, default=256)
     p.add_argument("--strategy", choices=STRATEGIES, default=None,
                    help="first: the first candidate that runs; vote: the biggest group of equal results")
+    p.add_argument("--agree", type=int, default=None,
+                   help="vote in stages: make the first K candidates, and the others only when those K do not "
+                        "all give one result with a value (0 = make all at once)")
     p.add_argument("--fix", action=argparse.BooleanOptionalAction, default=None,
                    help="repair unknown table/column names on the parse tree when a candidate fails")
     p.add_argument("--repair-rounds", type=int, default=None,
@@ -101,7 +104,7 @@ def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:
     taught = trained_prompt(getattr(args, "model", None))  # flags given on the command line win
     return resolve(args.preset, style=args.style or taught.get("style"), n=args.candidates,
                    temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens, strategy=args.strategy,
-                   fix=args.fix, repair_rounds=args.repair_rounds, merge=args.merge, values=args.values,
+                   fix=args.fix, agree=args.agree, repair_rounds=args.repair_rounds, merge=args.merge, values=args.values,
                    prune_tokens=args.prune_tokens if args.prune_tokens is not None else taught.get("prune_tokens"),
                    grammar=args.grammar,
                    samples=args.samples if args.samples is not None else taught.get("samples"), **fixed)

@@ -45,7 +45,13 @@ class GenerationConfig:
     identical, so backends compute one and repeat it. With ``temperature > 0`` and
     ``greedy_first``, candidate 0 is the greedy completion and the other ``n - 1``
     are sampled, so a vote over ``n`` candidates never does worse for lack of the
-    model's single best guess."""
+    model's single best guess.
+
+    ``skip``: the first ``skip`` of the ``n`` candidates were made by an earlier call
+    (a vote in stages, :mod:`slimsql.infer.pipeline`); make only the other
+    ``n - skip``, each as it is made among all ``n``: the greedy one is candidate 0,
+    so a call with a skip makes samples only, and a backend that seeds each
+    candidate gives candidate ``i`` the seed it has in one call for all ``n``."""
 
     n: int = 1
     temperature: float = 0.0
@@ -56,14 +62,27 @@ class GenerationConfig:
     #: a GBNF grammar every candidate must follow (schema-constrained decoding); None = free text.
     #: Built per question by :mod:`slimsql.infer.grammar`; backends that cannot honour it refuse it.
     grammar: str | None = None
+    skip: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise InputError(f"--candidates must be at least 1, got {self.n}")
+        if not 0 <= self.skip < self.n:
+            raise InputError(f"a generation may skip 0 to n - 1 of its n = {self.n} candidates, not {self.skip}")
         if self.temperature < 0:
             raise InputError(f"--temperature must be 0 or more, got {self.temperature}")
         if self.max_tokens < 1:
             raise InputError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+
+
+#: Once the greedy candidate has ended, a sampled one may run to SAMPLE_FACTOR times its length
+#: (at least SAMPLE_FLOOR tokens) before it is cut: one rambling sample must not hold up the others.
+SAMPLE_FACTOR, SAMPLE_FLOOR = 3, 64
+
+
+def sample_limit(greedy_tokens: int, max_tokens: int) -> int:
+    """The most tokens a sampled candidate may have, once the greedy one has ``greedy_tokens``."""
+    return min(max_tokens, max(SAMPLE_FLOOR, SAMPLE_FACTOR * greedy_tokens))
 
 
 @runtime_checkable

@@ -12,7 +12,11 @@ llama-cpp-python's Jinja2 formatter. Decoding runs on llama.cpp's own batch API
   model is confident about most tokens) share one batch entry, tagged with all
   their sequence ids, so the step computes each distinct continuation once.
   Each sequence has its own sampler chain (candidate 0 greedy when
-  ``greedy_first``), so results do not depend on how many run beside it.
+  ``greedy_first``) seeded by its index, so a call that skips the first few
+  (``GenerationConfig.skip``, a vote in stages) draws the others as one call for
+  all would. Not bit for bit: llama.cpp's arithmetic differs in its last bits
+  with the batch's size, which can flip a token where the model is nearly
+  undecided, so even the greedy candidate can differ between ``n = 1`` and ``n = 8``.
 * **Prompt cache.** The tokens of the last prompt stay in sequence 0; a prompt
   that shares a prefix with it (the schema, in every prompt style) only
   evaluates the rest. Generated tokens are removed after each call.
@@ -53,14 +57,11 @@ from typing import Sequence
 
 from .. import models
 from ..errors import ModelError
-from . import Candidate, GenerationConfig, Message
+from . import Candidate, GenerationConfig, Message, sample_limit
 from .prefix_cache import MIN_TOKENS, PrefixStore, shared
 
 #: Sampler settings of llama.cpp's defaults that slimsql keeps (create_completion's).
 TOP_K, MIN_P = 40, 0.05
-#: Once the greedy candidate has ended, a sampled one may run to SAMPLE_FACTOR times its length
-#: (at least SAMPLE_FLOOR tokens) before it is cut: one rambling sample must not hold up the batch.
-SAMPLE_FACTOR, SAMPLE_FLOOR = 3, 64
 #: A local model's LoRA GGUF is applied at its trained strength (alpha / rank, stored in the file).
 LORA_SCALE = 1.0
 
@@ -409,17 +410,19 @@ class LlamaCppBackend:
 
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]:
         tokens = self.prompt_tokens(messages)
-        runs = 1 if config.temperature == 0 else config.n
+        wanted = config.n - config.skip
+        first = 0 if config.temperature == 0 else config.skip  # the index of the first candidate made here
+        runs = 1 if config.temperature == 0 else wanted
         if not self._fit(len(tokens) + config.max_tokens * (runs if self.parallel else 1)):
             raise ModelError(f"the prompt ({len(tokens)} tokens) and {runs} x {config.max_tokens} new tokens do not "
                              f"fit the model's {self._context_limit()}-token context")
-        greedy = [config.temperature == 0 or (config.greedy_first and i == 0) for i in range(runs)]
-        seeds = [(config.seed if config.seed is not None else 0x5EED) + i for i in range(runs)]
+        greedy = [config.temperature == 0 or (config.greedy_first and i == 0) for i in range(first, first + runs)]
+        seeds = [(config.seed if config.seed is not None else 0x5EED) + i for i in range(first, first + runs)]
         if self.parallel or runs == 1:
             out = self._decode(tokens, greedy, seeds, config)
         else:  # one completion after another: the baseline the parallel path is measured against
             out = [c for i in range(runs) for c in self._decode(tokens, greedy[i:i + 1], seeds[i:i + 1], config)]
-        return out * config.n if runs == 1 else out
+        return out * wanted if runs == 1 else out
 
     def remember(self, messages: Sequence[Message]) -> None:
         """Make the prompt of ``messages`` (a prefix: the schema without a question) ready in
@@ -601,7 +604,7 @@ class LlamaCppBackend:
                         logprobs[seq] += float(table[token])
                         if self._lib.llama_vocab_is_eog(self._vocab, token):
                             if greedy[seq] and count > 1:
-                                limit = [m if greedy[i] else min(m, max(SAMPLE_FLOOR, SAMPLE_FACTOR * len(texts[seq])))
+                                limit = [m if greedy[i] else sample_limit(len(texts[seq]), m)
                                          for i, m in enumerate(limit)]
                             continue
                         texts[seq].append(token)

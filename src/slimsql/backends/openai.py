@@ -122,13 +122,15 @@ class OpenAIBackend:
             raise ModelError("the openai backend cannot follow a decoding grammar; leave --grammar off")
         seed = DEFAULT_SEED if config.seed is None else config.seed
         if config.temperature == 0:  # greedy: every candidate would be the same, so ask once
-            return self._request(messages, config, n=1, temperature=0.0, seed=seed) * config.n
-        greedy = 1 if config.greedy_first else 0
-        wanted = config.n - greedy
+            return self._request(messages, config, n=1, temperature=0.0, seed=seed) * (config.n - config.skip)
+        greedy = 1 if config.greedy_first and config.skip == 0 else 0
+        wanted = config.n - config.skip - greedy
         jobs: list[tuple[int, float, int]] = [(1, 0.0, seed)] if greedy else []  # (n, temperature, seed)
         sampled: list[Candidate] = []
         greedy_out: list[Candidate] = []
-        seeds = iter(range(seed + 1, seed + 1 + 1_000_000))
+        # one seed per request; after a skip, past the seeds the earlier call's requests took
+        first_seed = seed + max(1, config.skip)
+        seeds = iter(range(first_seed, first_seed + 1_000_000))
         with ThreadPoolExecutor(max_workers=self.max_in_flight) as pool:
             while True:
                 jobs += [(size, config.temperature, next(seeds))

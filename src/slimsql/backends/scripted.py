@@ -13,7 +13,8 @@ Reply = str | Sequence[str]
 class ScriptedBackend:
     """Each ``generate`` call takes the next reply from the queue.
 
-    A reply is one string (used for every candidate) or a list of ``n`` strings.
+    A reply is one string (used for every candidate) or a list of the call's
+    ``n - skip`` strings.
     ``replies`` may instead be a function ``(messages, config) -> reply``.
     Every call is recorded in ``calls`` as ``(messages, config)``.
     """
@@ -33,5 +34,5 @@ class ScriptedBackend:
             reply = self._script.pop(0)
         else:
             raise ModelError("the scripted backend has no replies left")
-        texts = [reply] * config.n if isinstance(reply, str) else list(reply)
+        texts = [reply] * (config.n - config.skip) if isinstance(reply, str) else list(reply)
         return [Candidate(text=t, completion_tokens=len(t.split())) for t in texts]

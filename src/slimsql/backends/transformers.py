@@ -80,9 +80,10 @@ class TransformersBackend:
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         sample = config.temperature > 0
-        runs = config.n if sample else 1
-        if config.seed is not None:
-            torch.manual_seed(config.seed)
+        wanted = config.n - config.skip
+        runs = wanted if sample else 1
+        if config.seed is not None:  # after a skip, not the stream the earlier call drew its samples from
+            torch.manual_seed(config.seed + config.skip)
         start = time.perf_counter()
         with torch.inference_mode():
             output = self.model.generate(
@@ -101,4 +102,4 @@ class TransformersBackend:
             count = int((new != eos).sum()) if eos is not None else len(new)
             out.append(Candidate(text=self.tokenizer.decode(new, skip_special_tokens=True),
                                  prompt_tokens=prompt_len, completion_tokens=count, seconds=seconds))
-        return out * config.n if runs == 1 else out
+        return out * wanted if runs == 1 else out

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
-from ..backends import Backend, Candidate, GenerationConfig, Message
+from ..backends import Backend, Candidate, GenerationConfig, Message, sample_limit
 from ..db import Database, Result
 from ..errors import InputError, Interrupted, NoSQLError, QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
 from ..prompts import Turn, get_style
@@ -156,15 +156,16 @@ def prompt(db: Database, backend: Backend, schema: Schema, question: str, settin
 
 
 def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, origin: str = "sample",
-              round_: int = 0, stats: ExtractionStats | None = None) -> list[Trial]:
-    """Generated texts -> trials holding one extracted statement each (or the reason there is none)."""
+              round_: int = 0, stats: ExtractionStats | None = None, greedy_first: bool = True) -> list[Trial]:
+    """Generated texts -> trials holding one extracted statement each (or the reason there is none).
+    ``greedy_first``: the call's first candidate is its greedy one (a later stage of a vote has none)."""
     trials = []
     for i, candidate in enumerate(candidates):
         trial = Trial(index=start + i, origin=origin, round=round_, raw=candidate.text, logprob=candidate.logprob,
                       prompt_tokens=candidate.prompt_tokens, completion_tokens=candidate.completion_tokens,
                       seconds=round(candidate.seconds, 4))
         trials.append(trial)
-        if candidate.truncated and i > 0:
+        if candidate.truncated and (i > 0 or not greedy_first):
             # a sample cut off at its token limit is unfinished; its prefix is not an answer
             trial.error, trial.error_kind = f"cut off after {candidate.completion_tokens} tokens", "truncated"
             continue
@@ -261,13 +262,11 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
         from . import grammar
 
         config = replace(config, grammar=grammar.build(shown))
-    trials = to_trials(backend.generate(messages, config), schema.dialect, stats=stats)
-    lap("generation")
-    trace.trials = trials
     runner = _Runner(db, schema, settings)
-    for trial in trials:
-        runner.run(trial)
+    trials = trace.trials = _propose(backend, messages, settings, config, schema, runner, stats, lap)
     winner = choose.STRATEGY[settings.strategy](trace, trials)
+    if len(trials) < config.n:
+        trace.note += f"; the first {len(trials)} agreed, so the other {config.n - len(trials)} were not made"
     lap("execution")
     if winner is not None and settings.merge and settings.strategy == "vote":
         winner = _merge(backend, messages, settings, config, trace, runner, schema, stats, lap) or winner
@@ -296,6 +295,41 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
         return Solution(question, trace, None, timings, first_error)
     trace.chosen = winner.index
     return Solution(question, trace, runner.results[winner.index], timings)
+
+
+def staged(settings: Settings, config: GenerationConfig) -> int:
+    """How many candidates the first stage of a vote in stages makes (0: no stages)."""
+    if settings.strategy != "vote" or config.temperature == 0 or not 0 < settings.agree < config.n:
+        return 0
+    return settings.agree
+
+
+def _agreed(trials: Sequence[Trial]) -> bool:
+    """Every trial ran, and all gave one result that is not empty."""
+    return all(t.ran and not t.empty for t in trials) and len({t.signature for t in trials}) == 1
+
+
+def _propose(backend: Backend, messages: list[Message], settings: Settings, config: GenerationConfig,
+             schema: Schema, runner: _Runner, stats: ExtractionStats | None, lap) -> list[Trial]:
+    """The proposal's candidates, made and executed: all ``n`` at once, or in two stages
+    (``settings.agree``): the first few, and the others only when those disagree."""
+    first = staged(settings, config)
+    trials = to_trials(backend.generate(messages, replace(config, n=first) if first else config),
+                       schema.dialect, stats=stats)
+    lap("generation")
+    for trial in trials:
+        runner.run(trial)
+    if not first or _agreed(trials):
+        return trials
+    lap("execution")
+    # the rest, as one call for all n would have made them (seeds by index; samples cut at
+    # the length the greedy candidate allows them)
+    rest = replace(config, skip=first, max_tokens=sample_limit(trials[0].completion_tokens, config.max_tokens))
+    more = to_trials(backend.generate(messages, rest), schema.dialect, start=first, stats=stats, greedy_first=False)
+    lap("generation")
+    for trial in more:
+        runner.run(trial)
+    return trials + more
 
 
 def _merge(backend: Backend, messages: list[Message], settings: Settings, proposal: GenerationConfig,
