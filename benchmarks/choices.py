@@ -10,6 +10,8 @@ road would have answered with one component of the choose step changed:
 * ``no-fix``: as run, but candidates that only ran after an identifier fix count as failed;
 * ``no-repair``: as run, but without the model repair rounds;
 * ``no-empty-rule``: the vote without ranking empty results last;
+* ``agree-2``: a vote in stages (``--agree 2``, the default preset's): candidates 0 and 1
+  when they ran with one result that has a value, else the run's own vote over all;
 * ``ceiling``: some candidate is right (no choice can do better).
 
 Each variant becomes a run folder (``<out>/<variant>/``: config.json, predictions.jsonl,
@@ -17,6 +19,11 @@ metrics.json) that ``slimsql eval compare`` reads, so the ablation table has pai
 bootstrap CIs on exactly the same examples. Caveat: a variant is derived from the
 candidates of the run; where a component changes which later steps run (e.g. with no
 fix, a repair round might have been asked for), the derived variant cannot know it.
+For ``agree-2`` it can: the road makes the first two candidates, as the run did, and
+either stops or goes on to exactly the run's vote. What it cannot reproduce is
+llama.cpp's arithmetic, which differs in its last bits with the batch's size (see
+slimsql.backends.llama_cpp), so a real run's candidates differ where the model is
+nearly undecided.
 
     python benchmarks/choices.py benchmarks/results/spider-dev-qwen2.5-coder-0.5b-default --out runs/ablate
 """
@@ -33,6 +40,7 @@ from slimsql.eval import datasets, metrics
 from slimsql.eval.scoring import Scorer
 from slimsql.eval.store import Record, RunFolder
 from slimsql.infer import choose
+from slimsql.infer.pipeline import agreed
 from slimsql.infer.trace import Trace, Trial
 
 SPIDER = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spider"
@@ -58,6 +66,11 @@ def _unfixed(t: Trial) -> Trial:
     return replace(t, sql=t.extracted, signature=None) if t.repairs else t
 
 
+def _first_agree(trace: Trace, first: int = 2) -> bool:
+    """The first ``first`` proposal candidates ran with one result that has a value (a vote in stages stops)."""
+    return agreed([t for t in trace.trials if t.origin == "sample"][:first])
+
+
 VARIANTS: dict[str, Callable[[Trace], Trial | str | None]] = {
     "greedy": lambda tr: tr.trials[0] if not tr.trials[0].repairs else replace(tr.trials[0], sql=tr.trials[0].extracted),
     "first": lambda tr: next((t for t in tr.trials if t.ran), None),
@@ -65,6 +78,7 @@ VARIANTS: dict[str, Callable[[Trace], Trial | str | None]] = {
     "no-repair": lambda tr: _choose(tr, [t for t in tr.trials if t.origin != "repair"]),
     "no-empty-rule": lambda tr: (_vote([t for t in tr.trials if t.origin == "sample"], empty_rule=False)
                                  or next((t for t in tr.trials if t.origin == "repair" and t.ran), None)),
+    "agree-2": lambda tr: tr.trials[0] if _first_agree(tr) else tr.winner,
     "as-run": lambda tr: tr.winner,
 }
 
@@ -80,7 +94,7 @@ def main() -> None:
     examples = {ex.id: ex for ex in datasets.load_spider(args.data, config["split"]).examples}
     scorer = Scorer(config.get("semantics", "spider"), 30.0)
     derived: dict[str, list[Record]] = {name: [] for name in VARIANTS}
-    ceiling = total = 0
+    ceiling = total = stopped = 0
     try:
         for record in source.records():
             example = examples.get(record.id)
@@ -97,6 +111,7 @@ def main() -> None:
                 return scored[sql]
 
             total += 1
+            stopped += _first_agree(trace)
             ceiling += any(score(t.sql).ex for t in trace.trials if t.ran)
             for name, variant in VARIANTS.items():
                 pick = variant(trace)
@@ -104,7 +119,9 @@ def main() -> None:
                 derived[name].append(replace(score(sql)))
     finally:
         scorer.close()
-    summary = {"run": str(args.run), "examples": total, "ceiling": round(ceiling / max(total, 1), 4)}
+    summary = {"run": str(args.run), "examples": total, "ceiling": round(ceiling / max(total, 1), 4),
+               # agree-2: the share of questions answered from 2 candidates, without making the other n - 2
+               "agree-2 stopped early": round(stopped / max(total, 1), 4)}
     for name, records in derived.items():
         folder = RunFolder(args.out / name)
         folder.start({**config, "ablation": name})

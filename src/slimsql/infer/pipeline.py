@@ -304,7 +304,7 @@ def staged(settings: Settings, config: GenerationConfig) -> int:
     return settings.agree
 
 
-def _agreed(trials: Sequence[Trial]) -> bool:
+def agreed(trials: Sequence[Trial]) -> bool:
     """Every trial ran, and all gave one result that is not empty."""
     return all(t.ran and not t.empty for t in trials) and len({t.signature for t in trials}) == 1
 
@@ -319,7 +319,7 @@ def _propose(backend: Backend, messages: list[Message], settings: Settings, conf
     lap("generation")
     for trial in trials:
         runner.run(trial)
-    if not first or _agreed(trials):
+    if not first or agreed(trials):
         return trials
     lap("execution")
     # the rest, as one call for all n would have made them (seeds by index; samples cut at
