@@ -53,6 +53,21 @@ def test_the_model_load_needs_only_llama_cpp_pythons_bindings():
     assert_runs_fresh(script)
 
 
+def test_llama_cpp_logs_go_to_a_c_function_where_the_calling_convention_allows_it():
+    # no Python callback, so a load in the preload thread never waits for the GIL (1,800 log lines)
+    pytest.importorskip("llama_cpp")
+    script = (
+        "import ctypes, os\n"
+        "from slimsql.backends import llama_cpp as backend\n"
+        "backend._quiet_logs()\n"
+        "native = os.name == 'posix' and os.uname().machine.lower() in backend._REGISTER_ARGUMENTS\n"
+        "address = ctypes.cast(backend._QUIET_CALLBACK, ctypes.c_void_p).value\n"
+        "assert backend._QUIET_IN_C is native\n"
+        "assert (address == ctypes.cast(ctypes.CDLL(None).abs, ctypes.c_void_p).value) is native\n"
+        "print('ok')\n")
+    assert_runs_fresh(script)
+
+
 def test_a_package_import_that_fails_after_the_bindings_is_forgotten(monkeypatch):
     from slimsql.backends import llama_cpp as backend
 

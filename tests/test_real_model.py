@@ -5,6 +5,9 @@ read from the GGUF file, llama.cpp generation (greedy and sampled candidates),
 and the transformers backend on the same weights.
 """
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -90,6 +93,15 @@ def test_a_later_stage_makes_the_samples_one_call_makes(llama):
     assert [c.text for c in rest] == [c.text for c in whole[2:]]  # candidate i keeps its seed
     together = llama.generate(messages, replace(config, skip=2))
     assert len(together) == 3 and all(c.completion_tokens > 0 and c.logprob <= 0 for c in together)
+
+
+def test_a_new_process_loads_and_answers_without_a_word_from_llama_cpp(demo_db):
+    # llama.cpp's ~1,800 log lines per load go to the quiet callback (a C function here), with the preload
+    require_model()
+    out = subprocess.run([sys.executable, "-m", "slimsql", "ask", "--db", str(demo_db), "--json", "--preset", "fast",
+                          "How many products are there?"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert json.loads(out.stdout)["rows"] == [[46]]
 
 
 def test_public_api_one_liner(demo_db):

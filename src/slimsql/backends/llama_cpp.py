@@ -122,22 +122,48 @@ def _finish_import() -> None:
 
 @functools.cache
 def _quiet_logs() -> None:
-    """Drop llama.cpp's log lines (hundreds per load; its errors come back as return codes).
+    """Drop llama.cpp's log lines (about 1,800 per load; its errors come back as return codes).
 
     llama-cpp-python's own callback prints a ggml warning as an error (its level table
     predates ggml's renumbering), which its non-verbose load hides by redirecting the
     process's stdout and stderr to /dev/null: not something a thread may do while the
-    main thread could print. This callback prints nothing, so nothing is redirected."""
+    main thread could print. This callback prints nothing, so nothing is redirected.
+
+    Where it can, the callback is a C function (:func:`_native_noop`): a Python one
+    needs the GIL for each of those calls, so a load in the preload thread would wait
+    about 1,800 times for the thread that imports."""
     lib = _bindings()
     import llama_cpp._logger  # noqa: F401  (installs its callback on import: ours must come after)
 
-    global _QUIET_CALLBACK
-    _QUIET_CALLBACK = lib.llama_log_callback(lambda level, text, user_data: None)  # kept alive here
+    global _QUIET_CALLBACK, _QUIET_IN_C
+    native = _native_noop(lib.llama_log_callback)
+    _QUIET_IN_C = native is not None
+    _QUIET_CALLBACK = native or lib.llama_log_callback(lambda level, text, user_data: None)  # kept alive here
     lib.llama_log_set(_QUIET_CALLBACK, ctypes.c_void_p(0))
     lib.llama_backend_init()
 
 
 _QUIET_CALLBACK = None
+_QUIET_IN_C = False  # the callback is a C function: log lines take no GIL
+#: Machines whose C calling convention passes a call's first arguments in registers and
+#: leaves them to the caller, so a C function may be called with more arguments than it reads.
+_REGISTER_ARGUMENTS = ("x86_64", "amd64", "aarch64", "arm64")
+
+
+def _native_noop(callback_type):
+    """libc's ``abs`` as a ``callback_type`` (llama.cpp's log callback), or None where that
+    is not known to be safe. ``abs`` reads only its first argument (the log level) and
+    returns, touching nothing: on the machines of :data:`_REGISTER_ARGUMENTS` a call with
+    the callback's three arguments is then harmless (C leaves calling a function through
+    another signature undefined; these calling conventions define it), and llama.cpp
+    ignores what it returns. No Python runs, so no GIL is taken."""
+    if os.name != "posix" or os.uname().machine.lower() not in _REGISTER_ARGUMENTS:
+        return None
+    try:
+        address = ctypes.cast(ctypes.CDLL(None).abs, ctypes.c_void_p).value
+    except (OSError, AttributeError):
+        return None
+    return callback_type(address) if address else None
 
 
 def _load(path: str, threads: int, n_ctx: int, n_batch: int, max_sequences: int) -> tuple:
@@ -221,9 +247,9 @@ N_CTX, N_BATCH, MAX_SEQUENCES = 4096, 512, 16
 #: A load begun by :func:`preload`: [key, thread, handles or None].
 _preloaded: list | None = None
 _preload_lock = threading.Lock()
-#: While the preload thread runs, Python threads switch this often (seconds) instead of
-#: every 5 ms: llama.cpp calls the log callback (Python, so it needs the GIL) about
-#: 1,800 times per load, and each call would otherwise wait for the importing thread.
+#: While the preload thread runs with a Python log callback (no C one, :func:`_native_noop`),
+#: Python threads switch this often (seconds) instead of every 5 ms: llama.cpp calls the
+#: callback about 1,800 times per load, and each call would otherwise wait for the importing thread.
 PRELOAD_SWITCH_INTERVAL = 1e-5
 
 
@@ -251,6 +277,8 @@ def _start_load(key: tuple) -> bool:
     _quiet_logs()  # here, not in the thread: its Python imports would only take turns with the caller's
     job: list = [key, None, None]
     interval = sys.getswitchinterval()
+    # a Python log callback takes the GIL once per log line: switch often while it loads
+    switch = interval if _QUIET_IN_C else PRELOAD_SWITCH_INTERVAL
 
     def load() -> None:
         try:
@@ -264,7 +292,7 @@ def _start_load(key: tuple) -> bool:
         if _preloaded is not None:  # one at a time
             return False
         job[1] = threading.Thread(target=load, name="slimsql-preload", daemon=True)
-        sys.setswitchinterval(PRELOAD_SWITCH_INTERVAL)
+        sys.setswitchinterval(switch)
         try:
             job[1].start()
         except RuntimeError:  # no thread to be had: the backend loads as usual
@@ -300,6 +328,7 @@ class LlamaCppBackend:
             raise ModelError(f"{resolved.name} is a safetensors export, for --backend transformers; for llama.cpp "
                              f"export the run as GGUF (slimsql train export RUN --format gguf)")
         try:
+            _finish_import()  # a package the bindings left unfinished (a preload, or bindings asked for alone)
             import llama_cpp
             from llama_cpp import _internals
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
