@@ -220,6 +220,10 @@ def test_safetensors_export_loads_in_transformers_with_the_peft_logits(run_dir, 
     backend = TransformersBackend("tiny-sql-f32", n_threads=2)  # a local safetensors name, verified and loaded
     [candidate] = backend.generate(messages(PROMPTS[0]), GenerationConfig(max_tokens=N_TOKENS))
     assert candidate.text == tokenizer.decode(torch_greedy(peft_model, PROMPTS[0]), skip_special_tokens=True)
+    # a vote's later stage: only the n - skip samples, seeded past the stream the first stage drew from
+    rest = GenerationConfig(n=4, temperature=0.9, seed=5, skip=1, max_tokens=N_TOKENS)
+    drawn = [c.text for c in backend.generate(messages(PROMPTS[0]), rest)]
+    assert len(drawn) == 3 and drawn == [c.text for c in backend.generate(messages(PROMPTS[0]), rest)]
     with pytest.raises(ModelError, match="safetensors export.*--format gguf"):
         LlamaCppBackend("tiny-sql-f32")
 
