@@ -312,7 +312,8 @@ def agreed(trials: Sequence[Trial]) -> bool:
 def _propose(backend: Backend, messages: list[Message], settings: Settings, config: GenerationConfig,
              schema: Schema, runner: _Runner, stats: ExtractionStats | None, lap) -> list[Trial]:
     """The proposal's candidates, made and executed: all ``n`` at once, or in two stages
-    (``settings.agree``): the first few, and the others only when those disagree."""
+    (``settings.agree``): the first few, and the others unless those all ran with one
+    result that has a value."""
     first = staged(settings, config)
     trials = to_trials(backend.generate(messages, replace(config, n=first) if first else config),
                        schema.dialect, stats=stats)
@@ -324,7 +325,8 @@ def _propose(backend: Backend, messages: list[Message], settings: Settings, conf
     lap("execution")
     # the rest, as one call for all n would have made them (seeds by index; samples cut at
     # the length the greedy candidate allows them)
-    rest = replace(config, skip=first, max_tokens=sample_limit(trials[0].completion_tokens, config.max_tokens))
+    limit = sample_limit(trials[0].completion_tokens, config.max_tokens) if config.greedy_first else config.max_tokens
+    rest = replace(config, skip=first, max_tokens=limit)
     more = to_trials(backend.generate(messages, rest), schema.dialect, start=first, stats=stats, greedy_first=False)
     lap("generation")
     for trial in more:
