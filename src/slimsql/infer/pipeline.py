@@ -6,6 +6,9 @@
               --[close vote: merge revision]--[no candidate ran: model repair rounds]-->
               the answer, with its trace
 
+A vote in stages (``Settings.agree``) runs propose and the execution twice: the first
+few candidates, then the rest of the ``n`` only if those few do not agree.
+
 :func:`solve` runs the road and returns a :class:`Solution` (the trace of every
 candidate, and the chosen result) whether or not any candidate ran; :func:`ask`
 turns it into an :class:`Answer` or raises the error that explains the failure.
@@ -263,9 +266,10 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
 
         config = replace(config, grammar=grammar.build(shown))
     runner = _Runner(db, schema, settings)
-    trials = trace.trials = _propose(backend, messages, settings, config, schema, runner, stats, lap)
+    trials, early = _propose(backend, messages, settings, config, schema, runner, stats, lap)
+    trace.trials = trials
     winner = choose.STRATEGY[settings.strategy](trace, trials)
-    if len(trials) < config.n:
+    if early:
         trace.note += f"; the first {len(trials)} agreed, so the other {config.n - len(trials)} were not made"
     lap("execution")
     if winner is not None and settings.merge and settings.strategy == "vote":
@@ -310,10 +314,10 @@ def agreed(trials: Sequence[Trial]) -> bool:
 
 
 def _propose(backend: Backend, messages: list[Message], settings: Settings, config: GenerationConfig,
-             schema: Schema, runner: _Runner, stats: ExtractionStats | None, lap) -> list[Trial]:
+             schema: Schema, runner: _Runner, stats: ExtractionStats | None, lap) -> tuple[list[Trial], bool]:
     """The proposal's candidates, made and executed: all ``n`` at once, or in two stages
     (``settings.agree``): the first few, and the others unless those all ran with one
-    result that has a value."""
+    result that has a value. Also whether the first stage was enough."""
     first = staged(settings, config)
     trials = to_trials(backend.generate(messages, replace(config, n=first) if first else config),
                        schema.dialect, stats=stats)
@@ -321,7 +325,7 @@ def _propose(backend: Backend, messages: list[Message], settings: Settings, conf
     for trial in trials:
         runner.run(trial)
     if not first or agreed(trials):
-        return trials
+        return trials, bool(first)
     lap("execution")
     # the rest, as one call for all n would have made them (seeds by index; samples cut at
     # the length the greedy candidate allows them)
@@ -331,7 +335,7 @@ def _propose(backend: Backend, messages: list[Message], settings: Settings, conf
     lap("generation")
     for trial in more:
         runner.run(trial)
-    return trials + more
+    return trials + more, False
 
 
 def _merge(backend: Backend, messages: list[Message], settings: Settings, proposal: GenerationConfig,
