@@ -203,6 +203,21 @@ def test_a_vote_in_stages_needs_a_vote_samples_and_more_candidates_than_the_firs
         GenerationConfig(n=2, skip=2)
 
 
+def test_agree_is_a_command_line_option_of_every_answering_command(demo_db, capsys):
+    import argparse
+
+    from slimsql import cli
+    from slimsql.cliopts import add_answer_options, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_answer_options(parser)
+    assert settings_from_args(parser.parse_args([])).agree == 2  # the default preset's
+    assert settings_from_args(parser.parse_args(["--agree", "0"])).agree == 0
+    assert settings_from_args(parser.parse_args(["--preset", "accurate", "--agree", "3"])).agree == 3
+    assert cli.main(["ask", "--db", str(demo_db), "--agree", "-1", "q?"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --agree must be 0 (off) or more, got -1"
+
+
 def test_identifier_fix_runs_only_when_a_candidate_fails(demo_db):
     conn, _ = connect(demo_db, ["SELECT firstname FROM customers WHERE customer_id = 1"], preset="fast")
     answer = conn.ask("q")
