@@ -98,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # One greedy completion, the first that runs: the cheapest road.
     "fast": dict(strategy="first", fix=True, repair_rounds=0, n=1, temperature=0.0),
     # The greedy answer plus 7 sampled ones, voted by result; when the greedy answer and the
-    # first sample agree, the other 6 are not made (a vote in stages; README, Speed).
+    # first sample agree, the other 6 are not made (a vote in stages; README, Choosing the answer).
     "default": dict(strategy="vote", fix=True, repair_rounds=1, n=8, temperature=0.8, agree=2),
     # Twice the samples, more repair.
     "accurate": dict(strategy="vote", fix=True, repair_rounds=2, n=16, temperature=0.8),
