@@ -169,14 +169,14 @@ def test_a_context_too_small_grows_and_a_state_serves_any_context_size(model_pat
 
     folder = tmp_path / "prefix"
     small = backend(folder, n_ctx=1024)  # holds the demo's 753-token prompt, not its 8 candidates x 256 tokens
-    conn = slimsql.connect(demo_db, backend=small)  # the default preset: 8 candidates
+    conn = slimsql.connect(demo_db, backend=small, agree=0)  # the default preset's 8 candidates, in one call
     conn.warm()
     assert small.n_ctx == 1024 and len(list(folder.rglob("*.state"))) == 1
     answer = conn.ask("How many products are there?")
     assert answer.rows == [(46,)] and small.n_ctx == 4096  # grown to the next power of two
     assert small.last_prefill["from_store"]  # the new context took the prefix back from the store
     large = backend(folder, n_ctx=8192)  # a new process with a larger context: the same state serves it
-    conn = slimsql.connect(demo_db, backend=large)
+    conn = slimsql.connect(demo_db, backend=large, agree=0)
     conn.warm()
     assert large.last_prefill["from_store"] and large.last_prefill["evaluated"] == 1
     again = conn.ask("How many products are there?")
