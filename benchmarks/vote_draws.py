@@ -5,7 +5,8 @@ the questions whose first candidates did not agree) are compared candidate by
 candidate: how often candidate ``i`` ran, how often it was right (re-scored with the
 scoring code of ``slimsql eval``), and how often its text was the same in both runs. A
 vote's choice can flip between two runs when a few candidates differ; this tells
-whether the candidates themselves got worse, or only the draw changed.
+whether the candidates themselves got worse, or only the draw changed. Also the median
+road time per question in both runs, for the questions B answered early and the others.
 
     python benchmarks/vote_draws.py A_RUN B_RUN --out benchmarks/results/vote-in-stages/draws.json
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,7 +64,16 @@ def main() -> None:
             same = [s + (x["raw"] == y["raw"]) for s, x, y in zip(same, trials, other[1])]
     finally:
         scorer.close()
-    report = {"a": str(args.a), "b": str(args.b), "questions": questions, "candidates": n,
+    # per-question road time (median seconds): the questions B answered early, and the others
+    times = {}
+    for name, early in (("stopped_early", True), ("fully_voted", False)):
+        ids = [i for i, (rec, made) in runs["b"].items() if i in runs["a"] and runs["a"][i][1] and made
+               and (len(made) < n) == early]
+        for side in runs:
+            values = sorted(runs[side][i][0].road_s for i in ids)
+            times[f"{side}_{name}_median_road_s"] = round(statistics.median(values), 2) if values else None
+        times[f"{name}_questions"] = len(ids)
+    report = {"a": str(args.a), "b": str(args.b), "questions": questions, "candidates": n, **times,
               "same_text": same, **{f"{side}_{k}": v for side, c in counts.items() for k, v in c.items()},
               "command": "python benchmarks/vote_draws.py " + " ".join(map(str, (args.a, args.b))) + f" --out {args.out}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
