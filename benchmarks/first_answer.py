@@ -70,21 +70,27 @@ def _median(values) -> float | None:
     return round(statistics.median(known), 3) if known else None
 
 
-def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cache: bool, slimsql: str) -> dict:
+def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cache: bool, slimsql: str,
+        repeats: int = 1) -> dict:
+    """Every suite's questions in order, ``repeats`` times, each time on a fresh, empty cache
+    (so each repeat has its first question on each database); the summaries pool the repeats."""
     from slimsql.backends import prefix_cache
 
-    folder = tempfile.mkdtemp(prefix="slimsql-bench-prefix-")
-    env = {**os.environ, "SLIMSQL_PREFIX_DIR": folder, "SLIMSQL_PREFIX_CACHE": "1" if cache else "0"}
-    report = {}
-    for suite, questions in suites.items():
-        rows, seen = [], set()
-        for db, question in questions:
-            row = ask(db, question, model, preset, env, slimsql)
-            row["first_on_db"] = db not in seen
-            seen.add(db)
-            rows.append(row)
-            print(f"  cache={'on' if cache else 'off'} {suite}: {row['wall_s']:.2f}s "
-                  f"{'first' if row['first_on_db'] else 'seen '} {question[:50]}", file=sys.stderr)
+    report, rows_of = {}, {suite: [] for suite in suites}
+    for repeat in range(repeats):
+        folder = tempfile.mkdtemp(prefix="slimsql-bench-prefix-")
+        env = {**os.environ, "SLIMSQL_PREFIX_DIR": folder, "SLIMSQL_PREFIX_CACHE": "1" if cache else "0"}
+        for suite, questions in suites.items():
+            seen = set()
+            for db, question in questions:
+                row = ask(db, question, model, preset, env, slimsql)
+                row["first_on_db"] = db not in seen
+                row["repeat"] = repeat
+                seen.add(db)
+                rows_of[suite].append(row)
+                print(f"  cache={'on' if cache else 'off'} {suite} #{repeat}: {row['wall_s']:.2f}s "
+                      f"{'first' if row['first_on_db'] else 'seen '} {question[:50]}", file=sys.stderr)
+    for suite, rows in rows_of.items():
         first = [r["wall_s"] for r in rows if r["first_on_db"]]
         later = [r["wall_s"] for r in rows if not r["first_on_db"]]
         starts = [r["start_s"] for r in rows if "start_s" in r]
@@ -97,7 +103,10 @@ def run(suites: dict[str, list[tuple[Path, str]]], model: str, preset: str, cach
                                             **parts}
                          if starts else None,
                          "answered": sum(r["exit"] == 0 for r in rows), "questions": rows}
-    report["store"] = prefix_cache.summary(Path(folder))  # entries and bytes the cache kept
+        if repeats > 1:  # how far a repeat's own median moves with the machine
+            report[suite]["seen_before_median_by_repeat"] = [
+                _median(r["wall_s"] for r in rows if r["repeat"] == k and not r["first_on_db"]) for k in range(repeats)]
+    report["store"] = prefix_cache.summary(Path(folder))  # entries and bytes the last repeat's cache kept
     return report
 
 
@@ -125,6 +134,9 @@ def question_suites(args: argparse.Namespace, folder: Path) -> dict[str, list[tu
 
 def main() -> int:
     parser = question_options(__doc__)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="ask every question this many times with the cache (each time on a fresh cache); "
+                             "the summaries pool them")
     parser.add_argument("--slimsql", default=DEFAULT_COMMAND,
                         help="the slimsql command to time (e.g. a script running another checkout)")
     args = parser.parse_args()
@@ -138,7 +150,8 @@ def main() -> int:
                "import_s": {m: import_seconds(m) for m in ("slimsql.cli", "llama_cpp")}
                if args.slimsql == DEFAULT_COMMAND else None,
                "slimsql": args.slimsql,
-               "with_cache": run(suites, args.model, args.preset, True, args.slimsql),
+               "repeats": args.repeats,
+               "with_cache": run(suites, args.model, args.preset, True, args.slimsql, args.repeats),
                "without_cache": run(suites, args.model, args.preset, False, args.slimsql)}
     out = args.out or ROOT / "benchmarks" / "results" / f"first-answer-{args.model}-{args.preset}.json"
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
