@@ -40,7 +40,7 @@ from slimsql.eval import datasets, metrics
 from slimsql.eval.scoring import Scorer
 from slimsql.eval.store import Record, RunFolder
 from slimsql.infer import choose
-from slimsql.infer.pipeline import agreed
+from slimsql.infer.pipeline import STANDARD_STRINGS, agreed
 from slimsql.infer.trace import Trace, Trial
 
 SPIDER = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spider"
@@ -63,7 +63,13 @@ def _choose(trace: Trace, trials: list[Trial]) -> Trial | None:
 
 
 def _unfixed(t: Trial) -> Trial:
-    return replace(t, sql=t.extracted, signature=None) if t.repairs else t
+    """``t`` as if no fix were made: failed if a fix made it run (a string rewrite alone
+    changes nothing that ran, ``STANDARD_STRINGS``)."""
+    if not t.repairs:
+        return t
+    if set(t.repairs) == {STANDARD_STRINGS}:
+        return replace(t, sql=t.extracted)
+    return replace(t, sql=t.extracted, signature=None)
 
 
 def _first_agree(trace: Trace, first: int = 2) -> bool:

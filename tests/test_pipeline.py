@@ -229,6 +229,32 @@ def test_identifier_fix_runs_only_when_a_candidate_fails(demo_db):
         conn.ask("q")
 
 
+def test_sqlites_double_quoted_strings_come_back_as_standard_strings(demo_db):
+    # SQLite read "cancelled" as a string (no such column); the answer says what it ran as
+    conn, _ = connect(demo_db, ['SELECT count(*) FROM orders WHERE "status" = "cancelled"'], preset="fast")
+    answer = conn.ask("How many orders were cancelled?")
+    assert answer.sql == """SELECT count(*) FROM orders WHERE "status" = 'cancelled'"""  # the quoted column stays
+    assert answer.rows == [(254,)]
+    trial = answer.trace.winner
+    assert trial.repairs == (pipeline.STANDARD_STRINGS,) and trial.extracted.endswith('"cancelled"')
+    # without fixes the query is answered as the model wrote it, with the same rows
+    conn, _ = connect(demo_db, ['SELECT count(*) FROM orders WHERE status = "cancelled"'], preset="fast", fix=False)
+    answer = conn.ask("How many orders were cancelled?")
+    assert answer.sql == 'SELECT count(*) FROM orders WHERE status = "cancelled"' and answer.rows == [(254,)]
+
+
+def test_a_string_rewrite_that_changes_the_rows_is_not_kept(demo_db, monkeypatch):
+    from slimsql.infer import names
+
+    # were sqlglot's reading of a name to differ from SQLite's, the rewritten query would
+    # return other rows: the road keeps the query that ran
+    monkeypatch.setattr(names, "single_quoted", lambda sql, schema: "SELECT count(*) FROM orders WHERE status = 'shipped'")
+    conn, _ = connect(demo_db, ['SELECT count(*) FROM orders WHERE status = "cancelled"'], preset="fast")
+    answer = conn.ask("How many orders were cancelled?")
+    assert answer.sql == 'SELECT count(*) FROM orders WHERE status = "cancelled"' and answer.rows == [(254,)]
+    assert answer.trace.winner.repairs == ()
+
+
 def test_model_repair_round_gets_the_error_and_the_columns(demo_db):
     conn, backend = connect(demo_db, ["SELECT total FROM orders", "SELECT count(*) FROM orders"],
                             preset="fast", repair_rounds=2)

@@ -10,49 +10,16 @@ from __future__ import annotations
 import statistics
 from typing import Any, Iterable
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.optimizer.scope import traverse_scope
 
 from ..db import EngineRules, rules_for
+from ..infer.names import scopes, single_quoted, string_spans, unfound_columns  # noqa: F401 (re-exported)
 from ..schema import Schema
 from .store import Record
 
 HARDNESS = ("easy", "medium", "hard", "extra")
-SQLITE_ROWID = ("rowid", "oid", "_rowid_")  # every ordinary SQLite table has these, unlisted
 CATEGORIES = ("correct", "wrong result", "unknown column", "unknown table", "syntax", "timeout", "format",
               "other error")
-
-
-def _outputs(source) -> set[str] | None:
-    """Column names a derived table or CTE provides (None: unknown, e.g. SELECT *)."""
-    select = source.expression
-    if any(isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
-           for e in getattr(select, "expressions", [])):
-        return None
-    return {name.lower() for name in getattr(select, "named_selects", [])}
-
-
-def _scopes(sql: str, dialect: str) -> list | None:
-    """sqlglot's scopes of ``sql`` (None when it does not parse)."""
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-        return traverse_scope(tree) if tree is not None else []
-    except Exception:
-        return None
-
-
-def _unfound_columns(scopes, schema: Schema):
-    """Each column (not ``*``) that names nothing where it stands, checked in its own scope."""
-    for scope in scopes:
-        aliases = {e.alias.lower() for e in getattr(scope.expression, "expressions", []) if isinstance(e, exp.Alias)}
-        for column in scope.columns:
-            if isinstance(column.this, exp.Star):
-                continue
-            if column.find_ancestor(exp.Select) is not scope.expression and isinstance(scope.expression, exp.Select):
-                continue  # sqlglot also lists a subquery's unresolved columns here; checked in their own scope
-            if not _column_found(column, scope, schema, aliases):
-                yield column
 
 
 def schema_adherence(sql: str, schema: Schema) -> bool:
@@ -62,71 +29,13 @@ def schema_adherence(sql: str, schema: Schema) -> bool:
     SELECT or of an enclosing one (correlated subqueries), where a source is a schema
     table, a CTE or a derived table (its output columns); select aliases count too.
     """
-    scopes = _scopes(sql, schema.dialect)
-    if not scopes:
+    found = scopes(sql, schema.dialect)
+    if not found:
         return False
     if any(isinstance(source, exp.Table) and schema.table(source.name) is None
-           for scope in scopes for source in scope.sources.values()):
+           for scope in found for source in scope.sources.values()):
         return False
-    return next(_unfound_columns(scopes, schema), None) is None
-
-
-def string_spans(sql: str, schema: Schema) -> list[tuple[int, int, str]]:
-    """Where ``sql`` has a double-quoted name that names no column where it stands:
-    ``(start, end, name)`` of each such token (``end`` inclusive), in order.
-
-    SQLite reads such a name as a string literal (its own documented misfeature, on which
-    much of Spider's gold SQL leans: ``WHERE country = "france"``); every other engine, and
-    :func:`schema_adherence`, reads it as an unknown column. Only SQLite has the fallback, so
-    for any other dialect, or SQL that does not parse, there are none.
-    """
-    if schema.dialect != "sqlite":
-        return []
-    spans = set()
-    for column in _unfound_columns(_scopes(sql, schema.dialect) or [], schema):
-        name = column.this
-        if column.table or not isinstance(name, exp.Identifier) or not name.quoted:
-            continue
-        start, end = name.meta.get("start"), name.meta.get("end")
-        if start is not None and end is not None and sql[start] == '"' and sql[end] == '"':
-            spans.add((start, end, column.name))  # (no position to rewrite at: left alone)
-    return sorted(spans)
-
-
-def single_quoted(sql: str, schema: Schema) -> str:
-    """``sql`` with each token of :func:`string_spans` written as the single-quoted string
-    SQLite takes it for; nothing else changes, byte for byte (a table, alias or column of the
-    same spelling elsewhere keeps its quotes)."""
-    pieces, last = [], 0
-    for start, end, name in string_spans(sql, schema):
-        pieces += [sql[last:start], "'" + name.replace("'", "''") + "'"]
-        last = end + 1
-    return "".join(pieces) + sql[last:]
-
-
-def _column_found(column: exp.Column, scope, schema: Schema, aliases: set[str]) -> bool:
-    name, qualifier = column.name.lower(), column.table.lower()
-    if not qualifier and name in aliases:
-        return True
-    current = scope
-    while current is not None:
-        sources = {k.lower(): v for k, v in current.sources.items()}
-        named = bool(qualifier) and qualifier in sources  # (an unaliased subquery's key is "")
-        candidates = [sources[qualifier]] if named else ([] if qualifier else list(sources.values()))
-        for source in candidates:
-            if isinstance(source, exp.Table):
-                table = schema.table(source.name)
-                if table is not None and (any(c.name.lower() == name for c in table.columns)
-                                          or (schema.dialect == "sqlite" and name in SQLITE_ROWID)):
-                    return True
-            else:
-                outputs = _outputs(source)
-                if outputs is None or name in outputs:
-                    return True
-        if named:
-            return False  # the qualifier names a source that lacks the column
-        current = current.parent
-    return False
+    return next(unfound_columns(found, schema), None) is None
 
 
 def categorize(record: Record, rules: EngineRules | None = None) -> str:

@@ -185,6 +185,10 @@ def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, orig
 
 # -- choose ----------------------------------------------------------------------
 
+#: the repair note of :meth:`_Runner._standard_strings` (the query ran before it, with the same rows)
+STANDARD_STRINGS = "double-quoted strings written as 'strings'"
+
+
 class _Runner:
     """Executes trials read-only, once per distinct statement; keeps results for the winner."""
 
@@ -233,9 +237,29 @@ class _Runner:
             trial.error_kind = next((kind for cls, kind in _KINDS if isinstance(error, cls)), "error")
             self.errors[trial.index] = error
             return
+        if self.settings.fix and engine == "sqlite" and '"' in trial.sql:
+            result = self._standard_strings(trial, result)
         trial.rows, trial.empty = len(result.rows), choose.is_empty(result)
         trial.signature = choose.signature(result, choose.orders_rows(trial.sql, self.schema.dialect))
         self.results[trial.index] = result
+
+    def _standard_strings(self, trial: Trial, result: Result) -> Result:
+        """SQLite ran ``trial.sql`` reading its double-quoted names that name no column as
+        strings (``WHERE country = "france"``, :mod:`slimsql.infer.names`); write them as the
+        standard strings they were read as, which any engine and reader takes the same way.
+        Kept only if the rewritten query runs with the same rows (the check guards the
+        name resolution, which is sqlglot's reading, not SQLite's)."""
+        from .names import single_quoted
+
+        standard = single_quoted(trial.sql, self.schema)
+        if standard == trial.sql:
+            return result
+        again, error = self._execute(standard)
+        if error is not None or again.rows != result.rows or len(again.columns) != len(result.columns):
+            return result
+        trial.extracted = trial.extracted or trial.sql
+        trial.sql, trial.repairs = standard, trial.repairs + (STANDARD_STRINGS,)
+        return again
 
 
 def solve(db: Database, backend: Backend, question: str, settings: Settings,

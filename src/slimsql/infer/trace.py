@@ -17,7 +17,7 @@ class Trial:
     sql: str | None = None  # the statement that ran (after any identifier fix)
     extracted: str | None = None  # the statement as extracted, when a fix changed it
     fixes: tuple[str, ...] = ()  # extraction clean-ups
-    repairs: tuple[str, ...] = ()  # identifier fixes on the parse tree, e.g. "o.quantity -> oi.quantity"
+    repairs: tuple[str, ...] = ()  # fixes on the parse tree, e.g. "o.quantity -> oi.quantity" (STANDARD_STRINGS: it ran before)
     error: str | None = None
     error_kind: str | None = None  # no_sql | truncated | unsafe | query | timeout
     rows: int | None = None
