@@ -89,16 +89,22 @@ VARIANTS: dict[str, Callable[[Trace], Trial | str | None]] = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def derive_from_run(doc: str, out_help: str):
+    """The command line of a script that derives run folders from a Spider run's records:
+    (args, the run folder, its config, its examples by id, a scorer of its semantics)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="folder for one run folder per variant")
+    parser.add_argument("--out", type=Path, required=True, help=out_help)
     parser.add_argument("--data", type=Path, default=SPIDER)
     args = parser.parse_args()
     source = RunFolder(args.run)
     config = source.config()
     examples = {ex.id: ex for ex in datasets.load_spider(args.data, config["split"]).examples}
-    scorer = Scorer(config.get("semantics", "spider"), 30.0)
+    return args, source, config, examples, Scorer(config.get("semantics", "spider"), 30.0)
+
+
+def main() -> None:
+    args, source, config, examples, scorer = derive_from_run(__doc__, "folder for one run folder per variant")
     derived: dict[str, list[Record]] = {name: [] for name in VARIANTS}
     ceiling = total = stopped = 0
     try:

@@ -17,31 +17,20 @@ the vote's groups are the same; an answer that did not run is left as it was.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 
-from slimsql.eval import datasets, metrics
-from slimsql.eval.scoring import Scorer
+from choices import derive_from_run
+
+from slimsql.eval import metrics
 from slimsql.eval.store import Record, RunFolder
 from slimsql.infer import resolve
 from slimsql.infer.pipeline import STANDARD_STRINGS, _Runner
 from slimsql.infer.trace import Trial
 
-SPIDER = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "spider"
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="the derived run folder")
-    parser.add_argument("--data", type=Path, default=SPIDER)
-    args = parser.parse_args()
-    source = RunFolder(args.run)
-    config = source.config()
-    examples = {ex.id: ex for ex in datasets.load_spider(args.data, config["split"]).examples}
-    scorer = Scorer(config.get("semantics", "spider"), 30.0)
+    args, source, config, examples, scorer = derive_from_run(__doc__, "the derived run folder")
     settings = resolve(fix=True, max_rows=config.get("settings", {}).get("max_rows", 1000),
                        timeout=config.get("timeout", 30.0))
     records: list[Record] = []
