@@ -89,18 +89,23 @@ VARIANTS: dict[str, Callable[[Trace], Trial | str | None]] = {
 }
 
 
+def open_run(run: Path, data: Path = SPIDER):
+    """A Spider run's folder, its config, its examples by id and a scorer of its semantics."""
+    source = RunFolder(run)
+    config = source.config()
+    examples = {ex.id: ex for ex in datasets.load_spider(data, config["split"]).examples}
+    return source, config, examples, Scorer(config.get("semantics", "spider"), 30.0)
+
+
 def derive_from_run(doc: str, out_help: str):
     """The command line of a script that derives run folders from a Spider run's records:
-    (args, the run folder, its config, its examples by id, a scorer of its semantics)."""
+    (args, then what :func:`open_run` gives)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--out", type=Path, required=True, help=out_help)
     parser.add_argument("--data", type=Path, default=SPIDER)
     args = parser.parse_args()
-    source = RunFolder(args.run)
-    config = source.config()
-    examples = {ex.id: ex for ex in datasets.load_spider(args.data, config["split"]).examples}
-    return args, source, config, examples, Scorer(config.get("semantics", "spider"), 30.0)
+    return (args, *open_run(args.run, args.data))
 
 
 def main() -> None:

@@ -19,10 +19,8 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from choices import SPIDER
+from choices import SPIDER, open_run
 
-from slimsql.eval import datasets
-from slimsql.eval.scoring import Scorer
 from slimsql.eval.store import RunFolder
 
 
@@ -39,11 +37,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=SPIDER)
     args = parser.parse_args()
-    config = RunFolder(args.a).config()
-    examples = {ex.id: ex for ex in datasets.load_spider(args.data, config["split"]).examples}
+    _, config, examples, scorer = open_run(args.a, args.data)
     n = config["settings"]["generation.n"]
     runs = {"a": proposals(args.a), "b": proposals(args.b)}
-    scorer = Scorer(config.get("semantics", "spider"), 30.0)
     counts = {side: {"ran": [0] * n, "right": [0] * n} for side in runs}
     same, questions = [0] * n, 0
     try:
