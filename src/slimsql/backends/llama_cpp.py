@@ -453,6 +453,30 @@ class LlamaCppBackend:
             out = [c for i in range(runs) for c in self._decode(tokens, greedy[i:i + 1], seeds[i:i + 1], config)]
         return out * wanted if runs == 1 else out
 
+    def logprobs(self, messages: Sequence[Message], continuation: Sequence[int] = ()):
+        """Teacher-forced log-probabilities (temperature 1): row ``i`` of the returned
+        ``(len(continuation) + 1, n_vocab)`` array is the model's distribution over the token
+        that follows the prompt and ``continuation[:i]``. The prompt goes through the prompt
+        cache as :meth:`generate`'s does; the continuation is dropped afterwards.
+
+        Two loads, contexts or backends of one model agree here within a floating-point
+        tolerance, where their sampled (or even greedy) texts may part at a near tie."""
+        import numpy as np
+
+        tokens = self.prompt_tokens(messages)
+        if not self._fit(len(tokens) + len(continuation) + 1):
+            raise ModelError(f"the prompt ({len(tokens)} tokens) and {len(continuation)} more do not fit the "
+                             f"model's {self._context_limit()}-token context")
+        try:
+            rows = [self._logprobs(self._prefill(tokens)).copy()]
+            for start in range(0, len(continuation), self.n_batch):
+                chunk = list(continuation[start:start + self.n_batch])
+                self._submit([(t, len(tokens) + start + i, (0,), True) for i, t in enumerate(chunk)])
+                rows += [self._logprobs(i).copy() for i in range(len(chunk))]
+        finally:
+            self._lib.llama_memory_seq_rm(self._ctx.memory, 0, len(self._cached), -1)
+        return np.stack(rows)
+
     def remember(self, messages: Sequence[Message]) -> None:
         """Make the prompt of ``messages`` (a prefix: the schema without a question) ready in
         sequence 0, loading its state from the persistent store or evaluating it, and save it

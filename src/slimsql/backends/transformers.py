@@ -72,6 +72,20 @@ class TransformersBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def logprobs(self, messages: Sequence[Message], continuation: Sequence[int] = ()):
+        """Teacher-forced log-probabilities, as the llama.cpp backend's :meth:`logprobs`: one
+        row (numpy, float32) per position from the prompt's last token on."""
+        torch = self._torch
+        tokens = self.prompt_tokens(messages)
+        ids = torch.tensor([tokens + list(continuation)], device=self.model.device)
+        with torch.inference_mode():
+            logits = self.model(ids).logits[0, len(tokens) - 1:].float()
+        return torch.log_softmax(logits, dim=-1).cpu().numpy()
+
     def generate(self, messages: Sequence[Message], config: GenerationConfig) -> list[Candidate]:
         if config.grammar is not None:
             raise ModelError("the transformers backend cannot constrain decoding to a grammar; "
