@@ -19,8 +19,8 @@ from rich.text import Text
 
 from . import __version__, display, models
 from .backends import DEFAULT_BACKEND
-from .cliopts import (add_answer_options, add_backend_options, add_model_options, backend_options, positive_int,
-                      settings_from_args, trained_prompt)
+from .cliopts import (add_answer_options, add_backend_options, add_knowledge_options, add_model_options,
+                      backend_options, knowledge_option, positive_int, settings_from_args, trained_prompt)
 from .connection import Connection
 from .demo import DEMO_QUESTIONS, build_demo
 from .db.base import shown_target
@@ -56,7 +56,7 @@ def _connection(args: argparse.Namespace, settings: Settings | None = None,
     return Connection(_target(args.db), model=getattr(args, "model", None),
                       backend=getattr(args, "backend", DEFAULT_BACKEND),
                       settings=settings or Settings(max_rows=args.max_rows, timeout=args.timeout),
-                      backend_options=options)
+                      backend_options=options, knowledge=knowledge_option(args))
 
 
 def _loaded(args: argparse.Namespace, settings: Settings) -> Connection:
@@ -190,7 +190,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
                           f"in {time.perf_counter() - start:.1f}s")
         return 0
     conn = _connection(args)
-    print(display.visible((render_compact if args.compact else render_create)(conn.schema)))
+    taught = conn.knowledge  # the descriptions and notes taught for it, as the model sees them
+    text = (render_compact if args.compact else render_create)(taught.apply(conn.schema))
+    notes = "".join(f"\n-- - {line}" for line in taught.note_lines())
+    print(display.visible(text + (f"\n\n-- Notes on this database:{notes}" if notes else "")))
     for name, reason in getattr(conn.db, "skipped", ()):
         display.err.print(display.visible(f"warning: left out {name!r}: {reason}"), markup=False, soft_wrap=True)
     return 0
@@ -302,6 +305,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ask.add_argument("--sql-only", action="store_true", help="print only the SQL")
     ask.add_argument("--trace", action="store_true", help="show every candidate and how the answer was chosen")
     ask.add_argument("--demo-questions", action="store_true", help="ask the built-in demo questions")
+    add_knowledge_options(ask)
     ask.set_defaults(func=cmd_ask)
 
     chat = sub.add_parser("chat", help="a terminal conversation: follow-up questions build on the last answer")
@@ -309,6 +313,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_model_options(chat)
     add_answer_options(chat)
     add_backend_options(chat)
+    add_knowledge_options(chat)
     chat.set_defaults(func=cmd_chat)
 
     from .serve.cli import add_parser as add_serve_parser
@@ -333,6 +338,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     schema.add_argument("--samples", type=int, default=None,
                         help=f"with --warm: example values per text column (default {DEFAULT_SAMPLES}, as ask)")
     schema.add_argument("--threads", type=positive_int, default=None)
+    add_knowledge_options(schema)
     schema.set_defaults(func=cmd_schema, max_rows=100)
 
     cache = sub.add_parser("cache", help="show or clear the prefix cache (evaluated schema prompts)")
@@ -366,6 +372,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 LAZY_COMMANDS = {
     "eval": (".eval.cli", "evaluate a model on a benchmark; reports; comparisons"),
     "train": (".train.cli", "fine-tune a model (LoRA, QLoRA, full SFT, GRPO) and export it"),
+    "teach": (".teach", "teach slimsql a database: notes, descriptions, verified examples"),
 }
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from .infer import DEFAULT_PRESET, PRESETS, Settings, resolve
-from .infer.settings import DEFAULT_SAMPLES, STRATEGIES
+from .errors import InputError
+from .infer.settings import DEFAULT_EXAMPLES, DEFAULT_SAMPLES, STRATEGIES
 from .prompts import DEFAULT_STYLE, STYLES
 
 
@@ -50,6 +51,25 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
                         "(llama-cpp backend)")
     p.add_argument("--samples", type=int, default=None,
                    help=f"example values per text column in the prompt (default {DEFAULT_SAMPLES})")
+    p.add_argument("--examples", type=int, default=None,
+                   help=f"taught examples shown with a question, the most similar (default {DEFAULT_EXAMPLES}; "
+                        "0 = none; see slimsql teach)")
+
+
+def add_knowledge_options(p: argparse.ArgumentParser) -> None:
+    """Which knowledge file (slimsql teach) a command reads."""
+    p.add_argument("--knowledge", metavar="FILE", default=None,
+                   help="the database's knowledge file (default: DB.knowledge.yaml beside a database file)")
+    p.add_argument("--no-knowledge", action="store_true", help="use no knowledge file")
+
+
+def knowledge_option(args: argparse.Namespace):
+    """The Connection's ``knowledge`` argument from the command line."""
+    if getattr(args, "no_knowledge", False):
+        if getattr(args, "knowledge", None):
+            raise InputError("--knowledge and --no-knowledge contradict each other")
+        return False
+    return getattr(args, "knowledge", None)
 
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
@@ -106,5 +126,5 @@ def settings_from_args(args: argparse.Namespace, **fixed) -> Settings:
                    temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens, strategy=args.strategy,
                    fix=args.fix, agree=args.agree, repair_rounds=args.repair_rounds, merge=args.merge, values=args.values,
                    prune_tokens=args.prune_tokens if args.prune_tokens is not None else taught.get("prune_tokens"),
-                   grammar=args.grammar,
+                   grammar=args.grammar, examples=getattr(args, "examples", None),
                    samples=args.samples if args.samples is not None else taught.get("samples"), **fixed)

@@ -167,3 +167,7 @@ def show_trace(trace: Any) -> None:
             sql += f"  [{t.error}]"
         table.add_row(f"{t.index}{mark}", origin, result, str(t.votes or ""), Text(sql))
     err.print(table)
+    if trace.examples or trace.notes:  # what was taught and shown with the question (slimsql teach)
+        taught = [f"examples {', '.join(trace.examples)}" if trace.examples else "",
+                  f"notes {', '.join(trace.notes)}" if trace.notes else ""]
+        err.print(Text("taught: " + "; ".join(p for p in taught if p), style="dim"))

@@ -12,7 +12,8 @@ from ..backends import backend_class, load_backend
 from ..cliopts import (add_answer_options, add_backend_options, add_model_options, backend_options, positive_int,
                        settings_from_args)
 from ..errors import InputError
-from . import datasets, sqleval
+from ..knowledge import load as kload
+from . import datasets, sqleval, taught
 from .compare import compare, to_markdown
 from .report import write_report
 from ..infer import DEFAULT_PRESET
@@ -42,13 +43,33 @@ def _load(args: argparse.Namespace) -> datasets.Dataset:
     return datasets.load_jsonl(args.data, db=args.db, db_root=args.db_root)
 
 
+def _knowledge(args: argparse.Namespace, dataset: datasets.Dataset) -> tuple[datasets.Dataset, dict, str | None]:
+    """The examples to test, the knowledge of each database, and how the run says it was taught."""
+    if args.teach is not None and args.knowledge_dir:
+        raise InputError("--teach writes the run's own knowledge files; --knowledge-dir reads others: one of them")
+    if args.teach is not None:
+        if args.teach < 1:
+            raise InputError(f"--teach must be at least 1, got {args.teach}")
+        dataset, examples = taught.split(dataset, args.teach, args.seed or 0)
+        paths = taught.write(Path(args.out), examples)
+        found = {} if args.no_knowledge else {db: kn for db, kn in ((d, kload(p)) for d, p in paths.items()) if kn}
+        return dataset, found, f"teach {args.teach}" + (" (not shown)" if args.no_knowledge else "")
+    if args.knowledge_dir:
+        if args.no_knowledge:
+            raise InputError("--knowledge-dir and --no-knowledge contradict each other")
+        return dataset, taught.load_folder(Path(args.knowledge_dir), {ex.db_id for ex in dataset.examples}), \
+            f"folder {args.knowledge_dir}"
+    return dataset, {}, None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    dataset = _load(args).only(args.db_id).sample(args.limit, args.seed or 0)
+    dataset, knowledge, how = _knowledge(args, _load(args).only(args.db_id))
+    dataset = dataset.sample(args.limit, args.seed or 0)
     settings = settings_from_args(args, timeout=args.timeout)
     config = RunConfig.for_settings(settings, dataset=dataset.name, split=dataset.split,
                                     model=args.model or models.DEFAULT_MODEL, backend=args.backend,
                                     semantics=args.semantics, limit=args.limit, seed=args.seed or 0,
-                                    preset=args.preset or DEFAULT_PRESET, db_ids=args.db_id)
+                                    preset=args.preset or DEFAULT_PRESET, db_ids=args.db_id, knowledge=how)
     if args.parallel > 1:
         check_parallel(backend_class(args.backend), args.parallel)  # before a model loads
     loading = display.ModelLoading()
@@ -59,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loading.done()
     if args.model is None and backend.model_name != config.model:  # e.g. the model a server says it serves
         config = replace(config, model=backend.model_name)
-    summary = run(dataset, backend, Path(args.out), config, settings, parallel=args.parallel)
+    summary = run(dataset, backend, Path(args.out), config, settings, parallel=args.parallel, knowledge=knowledge)
     write_report(args.out)
     missing = summary["dataset"]["missing_dbs"]
     note = f" ({sum(missing.values())} examples without a database: {', '.join(sorted(missing))})" if missing else ""
@@ -137,6 +158,13 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
                        choices=SEMANTICS)
         p.add_argument("--limit", type=int, default=None, help="evaluate a seeded sample of this many examples")
         p.add_argument("--db-id", action="append", default=None, help="only the examples of this database (repeatable)")
+        p.add_argument("--teach", type=int, default=None, metavar="N",
+                       help="per database, teach a seeded N of its distinct gold queries (with their questions) "
+                            "as examples and test the rest; the knowledge files stay in the run folder")
+        p.add_argument("--no-knowledge", action="store_true",
+                       help="with --teach: test the same examples without showing the knowledge (the baseline)")
+        p.add_argument("--knowledge-dir", metavar="DIR",
+                       help="each database's knowledge file from DIR/<db_id>.knowledge.yaml, where there is one")
         add_answer_options(p)  # --seed seeds both the --limit sample and sampling
         p.add_argument("--timeout", type=float, default=30.0, help="per-query time limit (s)")
         add_backend_options(p)

@@ -28,6 +28,7 @@ from .. import infer
 from ..backends import Backend, is_concurrent
 from ..db import Engine, open_database
 from ..errors import InputError, SlimsqlError
+from ..knowledge import Knowledge
 from ..schema import Schema
 from . import exact, metrics
 from .datasets import Dataset, Example
@@ -61,6 +62,7 @@ class RunConfig:
     preset: str | None = None
     settings: dict[str, Any] | None = None
     db_ids: list[str] | None = None
+    knowledge: str | None = None  # what was taught (--teach N, --knowledge-dir): see slimsql.eval.taught
 
     def __post_init__(self) -> None:
         if self.semantics not in SEMANTICS:
@@ -106,13 +108,15 @@ class Databases:
 
 
 def _propose(example: Example, backend: Backend, settings: infer.Settings, dbs: Databases,
-             record: Record) -> Schema:
-    """The question's road for one example (a generating thread): exactly what ``slimsql ask`` runs."""
+             record: Record, knowledge: dict[str, Knowledge] | None = None) -> Schema:
+    """The question's road for one example (a generating thread): exactly what ``slimsql ask`` runs,
+    with what was taught about its database (``knowledge``, by db_id)."""
     path = example.db_paths[0]
     try:
         schema = dbs.schema(path)
         start = time.perf_counter()
-        solution = infer.solve(dbs.get(path), backend, example.asked, settings, schema=schema)
+        solution = infer.solve(dbs.get(path), backend, example.asked, settings, schema=schema,
+                               knowledge=(knowledge or {}).get(example.db_id))
     except SlimsqlError as err:  # e.g. an unreadable database or a prompt too long
         record.extract_error = f"{type(err).__name__}: {err}"
         return Schema(tables=())
@@ -200,8 +204,10 @@ def check_parallel(backend: Backend, parallel: int) -> None:
 
 
 def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
-        settings: infer.Settings, show_progress: bool = True, parallel: int = 1) -> dict[str, Any]:
-    """Evaluate ``dataset``; ``parallel`` examples are generated at once (a concurrent backend only)."""
+        settings: infer.Settings, show_progress: bool = True, parallel: int = 1,
+        knowledge: dict[str, Knowledge] | None = None) -> dict[str, Any]:
+    """Evaluate ``dataset``; ``parallel`` examples are generated at once (a concurrent backend only);
+    ``knowledge``: what was taught about each database (by db_id)."""
     check_parallel(backend, parallel)
     folder = RunFolder(out)
     folder.start(config)
@@ -244,7 +250,7 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
         pending: Future | None = None
         try:
             if parallel > 1:
-                _generate_parallel(todo, parallel, lambda ex, rec: _propose(ex, backend, settings, dbs, rec),
+                _generate_parallel(todo, parallel, lambda ex, rec: _propose(ex, backend, settings, dbs, rec, knowledge),
                                    pool, write, score_and_write, timing)
             for example in todo if parallel == 1 else []:  # one at a time, in order
                 record = _new_record(example)
@@ -253,7 +259,7 @@ def run(dataset: Dataset, backend: Backend, out: Path, config: RunConfig,
                         pending.result()
                     write(record)
                     continue
-                schema = _propose(example, backend, settings, dbs, record)
+                schema = _propose(example, backend, settings, dbs, record, knowledge)
                 timing["generation_s"] += record.gen_s or 0.0
                 if pending:
                     pending.result()  # keep one example in flight: order kept, memory bounded

@@ -1,7 +1,7 @@
 """One question's road, as small steps a reader can see at once::
 
-    propose:  schema --[link values, prune]--> --render--> messages --generate n--> texts
-              --extract--> SQL candidates
+    propose:  schema --[taught descriptions, notes]--[link values, prune]--[recall taught examples]-->
+              --render--> messages --generate n--> texts --extract--> SQL candidates
     choose:   execute each (read-only) --[fix identifiers on failure]--> vote or first
               --[close vote: merge revision]--[no candidate ran: model repair rounds]-->
               the answer, with its trace
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from ..backends import Backend, Candidate, GenerationConfig, Message, sample_limit
 from ..db import Database, Result
 from ..errors import InputError, Interrupted, NoSQLError, QueryError, QueryTimeout, SlimsqlError, UnsafeSQLError
+from ..knowledge import Knowledge
 from ..prompts import Turn, get_style
 from ..schema import Schema
 from ..sql import ExtractionStats, extract
@@ -103,22 +104,25 @@ def check_question(question: str) -> str:
 
 
 def render(schema: Schema, question: str, settings: Settings, values: str = "",
-           history: Sequence[Turn] = ()) -> list[Message]:
-    return get_style(settings.style).messages(schema, question, schema.dialect, values, history)
+           history: Sequence[Turn] = (), notes: Sequence[str] = (),
+           examples: Sequence[tuple[str, str]] = ()) -> list[Message]:
+    return get_style(settings.style).messages(schema, question, schema.dialect, values, history, notes, examples)
 
 
-def prefix(schema: Schema, settings: Settings) -> list[Message]:
+def prefix(schema: Schema, settings: Settings, knowledge: Knowledge | None = None) -> list[Message]:
     """The prompt without a question: what every question on this schema starts with
-    (what a backend's persistent prefix cache keeps)."""
-    return render(schema, "", settings)
+    (what a backend's persistent prefix cache keeps), with what was taught for every
+    question (descriptions, notes)."""
+    knowledge = knowledge or Knowledge()
+    return render(knowledge.apply(schema), "", settings, notes=knowledge.note_lines())
 
 
-def warm(backend: Backend, schema: Schema, settings: Settings) -> bool:
+def warm(backend: Backend, schema: Schema, settings: Settings, knowledge: Knowledge | None = None) -> bool:
     """Have ``backend`` evaluate and keep the prompt prefix of ``schema``; False if it keeps none."""
     remember = getattr(backend, "remember", None)
     if remember is None:
         return False
-    remember(prefix(schema, settings))
+    remember(prefix(schema, settings, knowledge))
     return True
 
 
@@ -147,15 +151,33 @@ def link(db: Database, backend: Backend, schema: Schema, question: str, settings
     return shown, linking.render_values(matches)
 
 
+def recall(knowledge: Knowledge | None, question: str, settings: Settings, trace: Trace) -> list[tuple[str, str]]:
+    """The taught examples to show for ``question`` (recorded in ``trace`` with the notes shown)."""
+    if not knowledge:
+        return []
+    from . import recall as recalling
+
+    chosen = recalling.recall(knowledge, question, settings.examples)
+    trace.examples = [e.id for e in chosen]
+    trace.notes = [n.id for n in knowledge.notes]
+    return [(e.question, e.sql) for e in chosen]
+
+
 def prompt(db: Database, backend: Backend, schema: Schema, question: str, settings: Settings,
-           trace: Trace | None = None, history: Sequence[Turn] = ()) -> tuple[Schema, list[Message]]:
-    """The schema shown and the messages the model is asked with, for one question: linked,
-    pruned and rendered per the settings. Fine-tuning renders its examples with this same
-    function, so a model is trained on exactly the prompts it is later asked with.
-    ``backend`` is needed only for its ``count_tokens`` (schema pruning)."""
+           trace: Trace | None = None, history: Sequence[Turn] = (),
+           knowledge: Knowledge | None = None) -> tuple[Schema, list[Message]]:
+    """The schema shown and the messages the model is asked with, for one question: what was
+    taught applied, linked, pruned, the nearest taught examples recalled, and rendered per the
+    settings. Fine-tuning renders its examples with this same function, so a model is trained
+    on exactly the prompts it is later asked with. ``backend`` is needed only for its
+    ``count_tokens`` (schema pruning)."""
     trace = trace if trace is not None else Trace(strategy=settings.strategy)
+    if knowledge:
+        schema = knowledge.apply(schema)
     shown, values = link(db, backend, schema, question, settings, trace)
-    return shown, render(shown, question, settings, values, history)
+    examples = recall(knowledge, question, settings, trace)
+    notes = knowledge.note_lines() if knowledge else ()
+    return shown, render(shown, question, settings, values, history, notes, examples)
 
 
 def to_trials(candidates: list[Candidate], dialect: str, *, start: int = 0, origin: str = "sample",
@@ -264,9 +286,10 @@ class _Runner:
 
 def solve(db: Database, backend: Backend, question: str, settings: Settings,
           stats: ExtractionStats | None = None, schema: Schema | None = None,
-          history: Sequence[Turn] = ()) -> Solution:
+          history: Sequence[Turn] = (), knowledge: Knowledge | None = None) -> Solution:
     """The whole road for one question; never raises for a wrong model answer.
-    ``history``: earlier questions of a conversation and their SQL, for a follow-up question."""
+    ``history``: earlier questions of a conversation and their SQL, for a follow-up question;
+    ``knowledge``: what was taught about this database (:mod:`slimsql.knowledge`)."""
     question = check_question(question)
     clock = time.perf_counter()
     timings: dict[str, float] = {}
@@ -280,9 +303,10 @@ def solve(db: Database, backend: Backend, question: str, settings: Settings,
     schema = schema if schema is not None else db.schema(settings.samples)
     lap("schema")
     trace = Trace(strategy=settings.strategy)
-    shown, messages = prompt(db, backend, schema, question, settings, trace, history)
+    shown, messages = prompt(db, backend, schema, question, settings, trace, history, knowledge)
     lap("linking")
-    if warm(backend, shown, settings):  # the schema's evaluated state: loaded from, or saved to, the prefix cache
+    # the schema's evaluated state (with the notes): loaded from, or saved to, the prefix cache
+    if warm(backend, shown, settings, Knowledge(notes=knowledge.notes) if knowledge else None):
         lap("prefix")
     config = settings.generation
     if settings.grammar:  # only the names of the schema shown can be written
@@ -385,9 +409,10 @@ def _merge(backend: Backend, messages: list[Message], settings: Settings, propos
 
 
 def ask(db: Database, backend: Backend, question: str, settings: Settings,
-        stats: ExtractionStats | None = None, history: Sequence[Turn] = (), schema: Schema | None = None) -> Answer:
+        stats: ExtractionStats | None = None, history: Sequence[Turn] = (), schema: Schema | None = None,
+        knowledge: Knowledge | None = None) -> Answer:
     """Answer one question, or raise the error of its first candidate (with ``.trace`` attached)."""
-    solution = solve(db, backend, question, settings, stats, schema=schema, history=history)
+    solution = solve(db, backend, question, settings, stats, schema=schema, history=history, knowledge=knowledge)
     if solution.result is None:
         error = solution.error
         error.trace = solution.trace

@@ -20,6 +20,9 @@ STRATEGIES = ("first", "vote")
 #: values are half of a prompt's tokens, and on 281 paired Spider dev questions one value
 #: scored +0.4 EX points (95% CI -3.6 to +3.9) with 28% fewer prompt tokens (README, Speed).
 DEFAULT_SAMPLES = 1
+#: Taught examples shown with a question (``--examples``): the three most similar, as in the
+#: in-domain demonstrations the knowledge file is measured with (docs/teaching.md).
+DEFAULT_EXAMPLES, MAX_EXAMPLES = 3, 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Settings:
     it without making the other ``n - agree``; otherwise make those and vote over all
     ``n`` (0 = make all ``n`` at once). The vote is then decided early where it would
     have been one-sided, and questions the candidates disagree on still get all of them.
+    ``examples``: how many of the examples taught for the database (its knowledge file,
+    :mod:`slimsql.knowledge`) are shown with a question, the most similar ones (0 = none).
     """
 
     style: str = DEFAULT_STYLE
@@ -60,6 +65,7 @@ class Settings:
     prune_tokens: int = 0
     grammar: bool = False
     agree: int = 0
+    examples: int = DEFAULT_EXAMPLES
 
     def __post_init__(self) -> None:
         get_style(self.style)
@@ -77,6 +83,8 @@ class Settings:
             raise InputError(f"--samples must be 0 or more, got {self.samples}")
         if self.agree < 0:
             raise InputError(f"--agree must be 0 (off) or more, got {self.agree}")
+        if not 0 <= self.examples <= MAX_EXAMPLES:
+            raise InputError(f"--examples must be 0 to {MAX_EXAMPLES}, got {self.examples}")
 
     def describe(self) -> dict[str, Any]:
         """A flat record of every answer-shaping setting (what a run folder stores)."""
@@ -88,8 +96,9 @@ class Settings:
         return data
 
 
-#: Settings added after run folders began recording settings, with their "off" value.
-_LATER = {"grammar": False, "agree": 0}
+#: Settings added after run folders began recording settings, with the value at which they are
+#: not recorded (off, or the default they had before they could be set), so older runs still resume.
+_LATER = {"grammar": False, "agree": 0, "examples": DEFAULT_EXAMPLES}
 #: GenerationConfig fields the road sets per call, not answer-shaping settings of their own.
 _PER_CALL = ("grammar", "skip")
 

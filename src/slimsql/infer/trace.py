@@ -57,6 +57,8 @@ class Trace:
     note: str = ""  # how the choice was made (e.g. "vote 3/4", "tie -> logprob")
     values: list[str] = field(default_factory=list)  # linked database values shown in the prompt
     tables: list[str] | None = None  # the tables shown, when the schema was pruned
+    examples: list[str] = field(default_factory=list)  # ids of the taught examples shown (slimsql.knowledge)
+    notes: list[str] = field(default_factory=list)  # ids of the taught notes in the prompt
 
     @property
     def winner(self) -> Trial | None:
@@ -69,10 +71,14 @@ class Trace:
             data["values"] = self.values
         if self.tables is not None:
             data["tables"] = self.tables
+        for name in ("examples", "notes"):
+            if getattr(self, name):
+                data[name] = getattr(self, name)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Trace":
         return cls(strategy=data["strategy"], chosen=data.get("chosen"), rounds=data.get("rounds", 0),
                    note=data.get("note", ""), trials=[Trial.from_dict(t) for t in data.get("trials", ())],
-                   values=list(data.get("values", ())), tables=data.get("tables"))
+                   values=list(data.get("values", ())), tables=data.get("tables"),
+                   examples=list(data.get("examples", ())), notes=list(data.get("notes", ())))

@@ -8,6 +8,10 @@ Routes (OpenAPI docs at ``/docs``)::
     GET  /v1/models              the model and the answer settings
     POST /v1/ask                 question (+ history) -> SQL, columns, rows, truncated, timings, trace
     POST /v1/sql                 edited SQL -> columns, rows (the same read-only layer)
+    GET  /v1/knowledge/{name}    what was taught about a database (slimsql teach)
+    POST /v1/knowledge/examples  a question and its SQL (checked and run first) -> saved
+    POST /v1/knowledge/notes     a note -> saved;  .../descriptions: a table or column's meaning
+    POST /v1/knowledge/remove    an entry's id -> removed
     GET  /                       the page (static files, no CDN)
 
 Every error is JSON ``{"error": {"code": ..., "message": ...}}`` with one line of message
@@ -36,6 +40,7 @@ from ..db.limits import MAX_ROWS, MAX_TIMEOUT
 from ..errors import (DatabaseError, InputError, ModelError, NoSQLError, QueryError, QueryTimeout, SlimsqlError,
                       UnsafeSQLError)
 from ..infer.pipeline import MAX_QUESTION_CHARS
+from ..knowledge import MAX_TEXT
 from ..prompts import MAX_HISTORY, Turn
 from ..sql import MAX_SQL_CHARS
 from .cli import CORS_ANY_NEEDS_KEY
@@ -88,6 +93,29 @@ class SqlIn(BaseModel):
     sql: str = Field(max_length=MAX_SQL_CHARS)
     max_rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
+
+
+class ExampleIn(BaseModel):
+    db: str = Field(max_length=200)
+    question: str = Field(max_length=MAX_QUESTION_CHARS)
+    sql: str = Field(max_length=MAX_SQL_CHARS, description="checked by the allow-list and run (read-only) first")
+
+
+class NoteIn(BaseModel):
+    db: str = Field(max_length=200)
+    text: str = Field(max_length=MAX_TEXT)
+
+
+class DescriptionIn(BaseModel):
+    db: str = Field(max_length=200)
+    target: str = Field(max_length=400, description="table or table.column")
+    text: str = Field(default="", max_length=MAX_TEXT)
+    synonyms: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ForgetIn(BaseModel):
+    db: str = Field(max_length=200)
+    id: str = Field(max_length=400, description="a note's or example's id, or a description's table[.column]")
 
 
 class BodyLimit:
@@ -327,6 +355,28 @@ def create_app(service: Service, *, api_key: str | None = None, cors_origins: li
     async def sql(body: SqlIn, request: Request) -> dict:
         return await in_thread(request, queries, lambda cancelled: service.run_sql(
             body.db, body.sql, max_rows=body.max_rows, timeout=body.timeout, cancelled=cancelled))
+
+    # teaching: the database's knowledge file (slimsql teach); the same key and Host rules as every /v1 route
+    @app.get("/v1/knowledge/{name}")
+    def knowledge(name: str) -> dict:
+        return service.knowledge(name)
+
+    @app.post("/v1/knowledge/examples")
+    async def teach_example(body: ExampleIn, request: Request) -> dict:
+        return await in_thread(request, queries, lambda cancelled: service.teach(
+            body.db, example=(body.question, body.sql)))
+
+    @app.post("/v1/knowledge/notes")
+    def teach_note(body: NoteIn) -> dict:
+        return service.teach(body.db, note=body.text)
+
+    @app.post("/v1/knowledge/descriptions")
+    def teach_description(body: DescriptionIn) -> dict:
+        return service.teach(body.db, describe=(body.target, body.text, body.synonyms))
+
+    @app.post("/v1/knowledge/remove")
+    def forget(body: ForgetIn) -> dict:
+        return service.forget(body.db, body.id)
 
     @app.get("/", include_in_schema=False)
     def page():

@@ -46,7 +46,24 @@ def add_parser(sub, db_limits) -> None:
                         "$SLIMSQL_OPENAI_API_KEY; --api-key is this server's own key)")
     db_limits(p)
     add_answer_options(p)
+    p.add_argument("--knowledge", action="append", default=[], metavar="NAME=FILE",
+                   help="a database's knowledge file (default: DB.knowledge.yaml beside each database file; "
+                        "a postgresql:// URL has one only when named here)")
+    p.add_argument("--no-knowledge", action="store_true", help="use no knowledge files (and take no teaching)")
     p.set_defaults(func=cmd_serve)
+
+
+def _knowledge_files(given: list[str], databases: dict) -> dict[str, str]:
+    """``--knowledge NAME=FILE`` values by database name."""
+    files = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise InputError(f"--knowledge takes NAME=FILE, got {item!r}")
+        if name not in databases:
+            raise InputError(f"--knowledge names {name!r}, which is not served; served: {', '.join(databases)}")
+        files[name] = path
+    return files
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,7 +94,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         backend = load_backend(args.backend, model=args.model, **options)
     finally:
         loading.done()
-    service = Service(databases, backend, settings, max_queue=args.max_queue, connections=args.connections)
+    knowledge = False if args.no_knowledge else _knowledge_files(args.knowledge, databases)
+    service = Service(databases, backend, settings, max_queue=args.max_queue, connections=args.connections,
+                      knowledge=knowledge)
     if args.warm:
         warmed = service.warm()
         if warmed:

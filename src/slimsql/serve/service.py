@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .. import infer
+from .. import knowledge as kn
 from ..backends import Backend, GenerationConfig, Message, is_concurrent
 from ..db import Result, open_database
 from ..db.base import shown_target, url_scheme
@@ -259,6 +260,7 @@ class ServedDatabase:
     schema: Schema
     pool: ConnectionPool
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    knowledge: kn.Source = field(default_factory=lambda: kn.Source(None))  # what was taught (slimsql teach)
 
 
 def database_names(paths: Sequence[str | Path]) -> dict[str, str | Path]:
@@ -284,7 +286,10 @@ class Service:
     """The databases named at start, one backend, the road of one question."""
 
     def __init__(self, databases: dict[str, Path], backend: Backend, settings: Settings, *,
-                 max_queue: int = 8, queue_seconds: float = 120.0, connections: int = 4):
+                 max_queue: int = 8, queue_seconds: float = 120.0, connections: int = 4,
+                 knowledge: dict[str, str | Path | None] | bool = True):
+        """``knowledge``: each database's knowledge file by name (default: the one beside each
+        database file; a URL has none unless named here); ``False`` for none."""
         self.settings, self.backend = settings, backend
         # a backend that takes concurrent calls may say how many (``max_in_flight``); others get one
         slots = max(1, int(getattr(backend, "max_in_flight", 1))) if is_concurrent(backend) else 1
@@ -303,7 +308,9 @@ class Service:
                 except BaseException:
                     pool.close()
                     raise
-                self.databases[name] = ServedDatabase(name, path, schema, pool, skipped)
+                named = knowledge.get(name) if isinstance(knowledge, dict) else None
+                source = kn.Source(kn.path_for(path, named) if knowledge is not False else None)
+                self.databases[name] = ServedDatabase(name, path, schema, pool, skipped, source)
         except BaseException:
             self.close()
             raise
@@ -362,7 +369,7 @@ class Service:
                 linking.ValueIndex.for_database(PooledDatabase(served, None, self.settings.max_rows,
                                                                self.settings.timeout))
             backend = GatedBackend(self.backend, self.gate)
-            if infer.warm(backend, served.schema, self.settings):
+            if infer.warm(backend, served.schema, self.settings, served.knowledge.current()):
                 warmed.append(served.name)
         return warmed
 
@@ -379,7 +386,8 @@ class Service:
         with self.gate.admit():
             db = PooledDatabase(served, cancelled, rows, seconds)
             backend = GatedBackend(self.backend, self.gate, cancelled)
-            answer = infer.ask(db, backend, question, settings, schema=served.schema, history=history)
+            answer = infer.ask(db, backend, question, settings, schema=served.schema, history=history,
+                               knowledge=served.knowledge.current())
         timings = {**answer.timings, "wall": round(time.perf_counter() - start, 4)}
         return {"db": name, "question": question, "sql": answer.sql, "columns": list(answer.columns),
                 "rows": json_rows(answer.rows), "truncated": answer.truncated,
@@ -397,6 +405,48 @@ class Service:
         return {"db": name, "sql": sql, "columns": list(result.columns), "rows": json_rows(result.rows),
                 "truncated": result.truncated, "truncated_by": result.truncated_by,
                 "timings": {"execution": round(result.seconds, 4)}}
+
+    # -- teaching ------------------------------------------------------------------
+
+    def knowledge(self, name: str) -> dict[str, Any]:
+        """What was taught about database ``name`` (the file's contents, as JSON)."""
+        served = self.database(name)
+        return {"db": name, "writable": served.knowledge.path is not None,
+                **served.knowledge.current().to_dict(), "summary": served.knowledge.current().summary()}
+
+    def teach(self, name: str, *, note: str | None = None, example: tuple[str, str] | None = None,
+              describe: tuple[str, str, Sequence[str]] | None = None) -> dict[str, Any]:
+        """Add a note, a checked example (its SQL passes the allow-list and runs, read-only,
+        first) or a description to database ``name``'s knowledge file; saved atomically, so
+        clients saving at once all keep their entries. The id of what was added."""
+        served = self.database(name)
+        if served.knowledge.path is None:
+            raise InputError(f"{name} has no knowledge file: serve it with --knowledge {name}=FILE")
+        if example is not None:
+            question, sql = example
+            rows, seconds = self.limits(None, None)
+            sql = kn.checked_example(PooledDatabase(served, None, rows, seconds), question, sql)
+            change, entry = kn.with_example(question, sql), kn.entry_id("e", question.strip(), sql)
+        elif note is not None:
+            change, entry = kn.with_note(note), kn.entry_id("n", note.strip())
+        elif describe is not None:
+            target, text, synonyms = describe
+            table_name, _, column = target.partition(".")
+            table = served.schema.table(table_name)
+            if table is None or (column and column.lower() not in {c.name.lower() for c in table.columns}):
+                raise InputError(f"{name} has no table or column {target!r}")
+            change, entry = kn.with_description(target, text, tuple(synonyms)), target
+        else:
+            raise InputError("nothing to teach: give a note, an example or a description")
+        saved = served.knowledge.update(change)
+        return {"db": name, "id": entry, "summary": saved.summary()}
+
+    def forget(self, name: str, entry: str) -> dict[str, Any]:
+        served = self.database(name)
+        if served.knowledge.path is None:
+            raise InputError(f"{name} has no knowledge file")
+        saved = served.knowledge.update(kn.without(entry))
+        return {"db": name, "removed": entry, "summary": saved.summary()}
 
     def close(self) -> None:
         for served in self.databases.values():
