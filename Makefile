@@ -7,9 +7,12 @@ DB     ?= shop.sqlite
 .PHONY: demo setup setup-transformers setup-train setup-browser setup-postgres serve test bench clean
 
 demo: setup $(DB)                       ## set up, build the demo DB, answer the demo questions
+	test -e $(DB).knowledge.yaml || $(BIN)/slimsql demo --out $(DB) --force
 	$(BIN)/slimsql models --prepare qwen2.5-coder-0.5b
 	$(BIN)/slimsql schema --db $(DB) --warm
 	$(BIN)/slimsql ask --db $(DB) --demo-questions
+	@echo "\nThe same question without what the demo teaches slimsql ($(DB).knowledge.yaml):"
+	-$(BIN)/slimsql ask --db $(DB) --no-knowledge "What is the total revenue per product category?"
 
 setup: $(VENV)/.slimsql-setup           ## venv + slimsql + llama.cpp + the embedded model
 

@@ -33,3 +33,18 @@ def test_refuses_to_overwrite(tmp_path):
     with pytest.raises(InputError, match="--force"):
         build_demo(path)
     build_demo(path, force=True)
+
+
+def test_the_demo_ships_a_knowledge_file_that_fits_it(tmp_path, capsys):
+    from slimsql import cli, knowledge
+
+    db = tmp_path / "shop.sqlite"
+    assert cli.main(["demo", "--out", str(db)]) == 0
+    path = db.with_name("shop.sqlite.knowledge.yaml")
+    assert str(path) in capsys.readouterr().err.replace("\n", "")
+    shipped = knowledge.load(path)
+    assert shipped.summary() == {"notes": 2, "descriptions": 2, "examples": 3, "generated": 0}
+    assert cli.main(["teach", "--db", str(db), "--check"]) == 0  # every example runs, every name exists
+    path.write_text(path.read_text() + "# a user's edit\n")
+    assert cli.main(["demo", "--out", str(db)]) == 2  # the database exists: nothing is replaced
+    assert path.read_text().endswith("# a user's edit\n")

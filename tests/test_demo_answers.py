@@ -93,3 +93,20 @@ def test_the_demo_questions_are_answered(answers, demo_master):
     wrong = {q: (answers[q].sql, answers[q].rows[:5]) for q, ok in verdicts.items() if not ok}
     assert verdicts["How many products are there?"] and verdicts["How many orders were cancelled?"], wrong
     assert sum(verdicts.values()) >= 4, wrong
+
+
+def test_the_demos_knowledge_file_answers_revenue_as_its_note_defines_it(demo_db):
+    # the demo's knowledge file (slimsql demo writes it beside the database): revenue at the price paid, over
+    # orders not cancelled, categories by name. Greedy decoding: one answer, the same on every run of a machine.
+    require_model()
+    from slimsql.demo import TAUGHT_QUESTION, write_demo_knowledge
+
+    write_demo_knowledge(demo_db)
+    answer = slimsql.connect(demo_db, preset="fast").ask(TAUGHT_QUESTION)
+    truth = _truth(demo_db, "SELECT c.name, round(sum(i.quantity * i.unit_price)) FROM categories c "
+                            "JOIN products p ON p.category_id = c.category_id JOIN order_items i ON "
+                            "i.product_id = p.product_id JOIN orders o ON o.order_id = i.order_id "
+                            "WHERE o.status <> 'cancelled' GROUP BY c.category_id")
+    got = {(str(r[0]), round(float(r[-1]))) for r in answer.rows if isinstance(r[-1], (int, float))}
+    assert got == set(truth), (answer.sql, answer.rows)
+    assert answer.trace.notes and answer.trace.examples  # and the trace says what it was taught

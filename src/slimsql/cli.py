@@ -22,7 +22,7 @@ from .backends import DEFAULT_BACKEND
 from .cliopts import (add_answer_options, add_backend_options, add_knowledge_options, add_model_options,
                       backend_options, knowledge_option, positive_int, settings_from_args, trained_prompt)
 from .connection import Connection
-from .demo import DEMO_QUESTIONS, build_demo
+from .demo import DEMO_QUESTIONS, build_demo, write_demo_knowledge
 from .db.base import shown_target
 from .db.limits import MAX_ROWS, check_timeout
 from .errors import InputError, ModelError, SlimsqlError
@@ -219,6 +219,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     path = build_demo(args.out, seed=args.seed, force=args.force)
     display.err.print(f"demo database written to {path}")
+    taught = write_demo_knowledge(path, force=args.force)
+    if taught is not None:
+        display.err.print(f"what the demo teaches slimsql written to {taught} (see slimsql teach --list)")
     return 0
 
 

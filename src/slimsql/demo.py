@@ -207,3 +207,54 @@ def build_demo(out: str | Path, *, seed: int = 2024, force: bool = False) -> Pat
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+#: What the demo ships in its knowledge file (``shop.sqlite.knowledge.yaml``, written by
+#: ``slimsql demo``): the shop's conventions that its schema does not show. "What is the total
+#: revenue per product category?" is answered right with it and wrong without (``make demo``).
+DEMO_NOTES = (
+    "revenue and spending are sum(order_items.quantity * order_items.unit_price) over orders whose status "
+    "is not 'cancelled'; products.price is today's list price, not what was paid",
+    "name customers, employees, products, categories and suppliers by their names, not by their ids",
+)
+DEMO_EXAMPLES = (
+    ("Which 3 customers spent the most?",
+     "SELECT c.first_name, c.last_name, round(sum(oi.quantity * oi.unit_price), 2) AS spent\n"
+     "FROM customers AS c\nJOIN orders AS o ON o.customer_id = c.customer_id\n"
+     "JOIN order_items AS oi ON oi.order_id = o.order_id\nWHERE o.status <> 'cancelled'\n"
+     "GROUP BY c.customer_id\nORDER BY spent DESC\nLIMIT 3"),
+    ("What is the revenue per supplier?",
+     "SELECT s.name, round(sum(oi.quantity * oi.unit_price), 2) AS revenue\n"
+     "FROM suppliers AS s\nJOIN products AS p ON p.supplier_id = s.supplier_id\n"
+     "JOIN order_items AS oi ON oi.product_id = p.product_id\nJOIN orders AS o ON o.order_id = oi.order_id\n"
+     "WHERE o.status <> 'cancelled'\nGROUP BY s.supplier_id\nORDER BY revenue DESC"),
+    ("How many orders were placed in 2023?",
+     "SELECT count(*) FROM orders WHERE strftime('%Y', order_date) = '2023'"),
+)
+DEMO_DESCRIPTIONS = (
+    ("customers.loyalty_tier", "bronze, silver or gold", ("membership level",)),
+    ("orders.status", "pending, shipped, delivered, returned or cancelled", ()),
+)
+#: The demo question its knowledge file answers (``make demo`` asks it without the file too).
+TAUGHT_QUESTION = "What is the total revenue per product category?"
+
+
+def demo_knowledge():
+    """The demo's knowledge (:mod:`slimsql.knowledge`), as ``slimsql demo`` writes it."""
+    from . import knowledge as kn
+
+    return kn.Knowledge(
+        notes=tuple(kn.Note(kn.entry_id("n", text), text) for text in DEMO_NOTES),
+        descriptions=tuple(kn.Description(target, text, synonyms) for target, text, synonyms in DEMO_DESCRIPTIONS),
+        examples=tuple(kn.Example(kn.entry_id("e", q, sql), q, sql) for q, sql in DEMO_EXAMPLES))
+
+
+def write_demo_knowledge(database: str | Path, *, force: bool = False) -> Path | None:
+    """Write the demo's knowledge file beside ``database``; None if one is there (and not ``force``)."""
+    from . import knowledge as kn
+
+    path = kn.default_path(database)
+    if path.exists() and not force:
+        return None
+    kn.update(path, lambda _: demo_knowledge())
+    return path
