@@ -704,3 +704,48 @@ def test_the_page_reaches_only_its_server(page, site):
     refs = page.evaluate("""[...document.querySelectorAll('[src],[href]')]
                             .map(e => e.getAttribute('src') || e.getAttribute('href'))""")
     assert all(r.startswith("/") or r.startswith("data:") for r in refs), refs
+
+
+def test_right_answers_corrections_and_notes_are_taught_from_the_page(page, site):
+    from slimsql import knowledge
+
+    path = site.db.with_name(site.db.name + knowledge.SUFFIX)
+    before = sha256(site.db)
+    ask(page, CATEGORY_Q)
+    expect(page.get_by_test_id("save-example")).to_have_text("Right: save as example")
+    page.get_by_test_id("save-example").click()
+    expect(page.get_by_test_id("taught")).to_contain_text("saved as example e-")
+    assert (CATEGORY_Q, CATEGORY_SQL) in [(e.question, e.sql) for e in knowledge.load(path).examples]
+
+    # an edited query, run, is saved as the correction of the same question
+    corrected = CATEGORY_SQL.replace("GROUP BY", "WHERE p.discontinued = 0\nGROUP BY")
+    page.get_by_test_id("edit-sql").click()
+    page.get_by_test_id("sql-edit").fill(corrected)
+    page.get_by_test_id("run-sql").click()
+    expect(page.get_by_test_id("taught")).to_be_hidden()
+    expect(page.get_by_test_id("save-example")).to_have_text("Save the correction as example")
+    page.get_by_test_id("save-example").click()
+    expect(page.get_by_test_id("taught")).to_contain_text("saved as example e-")
+    assert (CATEGORY_Q, corrected) in [(e.question, e.sql) for e in knowledge.load(path).examples]
+
+    page.get_by_test_id("note-box").locator("summary").click()
+    page.get_by_test_id("note").fill("revenue counts only orders that were not cancelled")
+    page.get_by_test_id("save-note").click()
+    expect(page.get_by_test_id("taught")).to_contain_text("saved note n-")
+    assert knowledge.load(path).note_lines() == ["revenue counts only orders that were not cancelled"]
+    screenshot(page, "taught.png")
+
+    # the next question is shown what was taught, and the trace says so
+    ask(page, "What is the total revenue per product category in 2023?")
+    asked = last_call(site)  # a follow-up of the first: the notes are with the schema, the examples with it
+    assert "-- Notes on this database:\n-- - revenue counts only" in asked[0]["content"] + asked[1]["content"]
+    assert "-- Examples of questions on this database and their SQL:" in asked[-1]["content"]
+    page.get_by_test_id("trace").locator("summary").click()
+    expect(page.get_by_test_id("trace-examples")).to_contain_text("taught examples shown: e-")
+    expect(page.get_by_test_id("trace-notes")).to_contain_text("taught notes shown: n-")
+    # a refused example is one line, and nothing is stored
+    page.get_by_test_id("edit-sql").click()
+    page.get_by_test_id("sql-edit").fill("SELECT nope FROM products")
+    page.get_by_test_id("run-sql").click()
+    expect(page.get_by_test_id("error")).to_be_visible()
+    assert len(knowledge.load(path).examples) == 2 and sha256(site.db) == before

@@ -35,17 +35,15 @@ and run, read-only, before it is stored.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .db.base import url_scheme
 from .errors import InputError, SlimsqlError
+from .files import locked, replace_text
 from .schema import Schema
 
 VERSION = 1
@@ -366,37 +364,14 @@ def dump(knowledge: Knowledge) -> str:
 
 # -- writing ---------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def update(path: str | Path, change) -> Knowledge:
     """Apply ``change`` (Knowledge -> Knowledge) to the file at ``path`` under its lock, reading it
     afresh, and replace the file atomically. Returns what was written."""
     path = Path(path)
     try:
-        with _locked(path):
+        with locked(path):
             new = change(load(path))
-            fd, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    out.write(dump(new))
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+            replace_text(path, dump(new))
     except OSError as err:
         raise InputError(f"cannot write the knowledge file {path}: {err.strerror or err}") from None
     return replace(new, path=path)

@@ -21,7 +21,6 @@ recomputed on every start; any change of size or mtime forces a fresh check
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,8 +29,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
+from . import files
 from .errors import InputError, ModelError
 
 GGUF_MAGIC = b"GGUF"
@@ -408,22 +408,9 @@ def _write_local(entries: dict[str, LocalModel]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _local_lock() -> Iterator[None]:
+def _local_lock():
     """Serialise read-modify-write of the registry between processes (POSIX; a no-op elsewhere)."""
-    path = local_registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return files.locked(local_registry_path())
 
 
 def local_models() -> list[LocalModel]:

@@ -353,6 +353,14 @@
     if (trace.values && trace.values.length) {
       list.append(el("li", { class: "trace-note", text: `values linked: ${trace.values.join("; ")}` }));
     }
+    if (trace.examples && trace.examples.length) {
+      list.append(el("li", { class: "trace-note", "data-testid": "trace-examples",
+                             text: `taught examples shown: ${trace.examples.join(", ")}` }));
+    }
+    if (trace.notes && trace.notes.length) {
+      list.append(el("li", { class: "trace-note", "data-testid": "trace-notes",
+                             text: `taught notes shown: ${trace.notes.join(", ")}` }));
+    }
     for (const trial of trials) {
       const chosen = trace.chosen === trial.index;
       const head = [`candidate ${trial.index}`, trial.origin + (trial.round ? ` ${trial.round}` : "")];
@@ -430,6 +438,10 @@
       $("result-table").replaceChildren();
     }
     renderTrace($("trace"), $("trace-summary"), $("trace-list"), entry.trace);
+    $("save-example").disabled = !result;
+    $("save-example").textContent = entry.edited ? "Save the correction as example" : "Right: save as example";
+    $("taught").hidden = !entry.taught;
+    $("taught").textContent = entry.taught || "";
     renderHistory();
   }
 
@@ -595,6 +607,7 @@
       entry.sql = data.sql;
       entry.result = resultOf(data);
       entry.edited = true;
+      entry.taught = null;
       entry.model = entry.tokens = null; // the model wrote an earlier query, not this one
       joinConversation(entry);
       show(entry);
@@ -603,6 +616,37 @@
       $("sql-edit").focus();
     } finally {
       setBusy(null);
+    }
+  }
+
+  // -- teaching: the database's knowledge file ----------------------------------------
+
+  async function saveExample() {
+    const entry = state.current;
+    if (state.busy || !entry || !entry.result) return;
+    clearError();
+    try {
+      const data = await api("POST", "/v1/knowledge/examples", { db: entry.db, question: entry.question, sql: entry.sql });
+      entry.taught = `saved as example ${data.id}: later questions like this one are shown it`;
+      show(entry);
+    } catch (err) {
+      showError(err, null);
+    }
+  }
+
+  async function saveNote(event) {
+    event.preventDefault();
+    const text = $("note").value.trim();
+    const entry = state.current;
+    if (!text || !entry) return;
+    clearError();
+    try {
+      const data = await api("POST", "/v1/knowledge/notes", { db: entry.db, text });
+      $("note").value = "";
+      entry.taught = `saved note ${data.id}: every question on ${entry.db} now sees it`;
+      show(entry);
+    } catch (err) {
+      showError(err, null);
     }
   }
 
@@ -668,6 +712,8 @@
       }
     });
     $("download-csv").addEventListener("click", downloadCsv);
+    $("save-example").addEventListener("click", saveExample);
+    $("note-form").addEventListener("submit", saveNote);
     $("edit-error-sql").addEventListener("click", editErrorSql);
     $("key-form").addEventListener("submit", (event) => {
       event.preventDefault();
