@@ -107,3 +107,29 @@ def test_chat_a_failed_turn_is_one_line_and_not_part_of_the_conversation(demo_db
     assert "Traceback" not in out.err and out.err.count("error: ") == 1
     assert not any(m["role"] == "assistant" for m in backend.calls[1][0])
     assert "cancelled" in out.out  # the second answer's table
+
+
+def test_chat_teaches_right_answers_corrections_and_notes(demo_db, chat):
+    from slimsql import knowledge
+
+    code, backend, out = chat(
+        ["/right", "How many orders are there?", "/right", "Which orders were cancelled?",
+         "/correct SELECT count(*) FROM orders WHERE status = 'cancelled'", "and how many orders were returned?",
+         "/correct DELETE FROM orders", "/note cancelled orders are not revenue", "/note"],
+        "SELECT count(*) FROM orders", "SELECT * FROM orders WHERE status = 'cancelled'",
+        "SELECT count(*) FROM orders WHERE status = 'returned'",
+        extra=("--db", str(demo_db), "--preset", "fast"))
+    assert code == 0
+    taught = knowledge.load(demo_db.with_name(demo_db.name + knowledge.SUFFIX))
+    assert [(e.question, e.sql) for e in taught.examples] == [
+        ("How many orders are there?", "SELECT count(*) FROM orders"),
+        ("Which orders were cancelled?", "SELECT count(*) FROM orders WHERE status = 'cancelled'")]
+    assert taught.note_lines() == ["cancelled orders are not revenue"]
+    # the follow-up builds on the corrected query, and it was shown the examples taught before it
+    follow_up = backend.calls[2][0]
+    assert {"role": "assistant", "content": "SELECT count(*) FROM orders WHERE status = 'cancelled'"} in follow_up
+    assert "Examples of questions on this database" in follow_up[-1]["content"]
+    errors = [line for line in out.err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: /right needs an answered question first",
+                      "error: not run: only read-only queries may run, found DELETE",
+                      "error: /note needs the note's text"]

@@ -117,7 +117,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return failures[0].exit_code
 
 
-CHAT_HELP = "Ask a question; the next one may build on it (\"and only in 2024?\"). /new starts over, /quit ends."
+CHAT_HELP = ("Ask a question; the next one may build on it (\"and only in 2024?\"). /new starts over, /quit ends. "
+             "Teach: /right saves the last answer as an example, /correct SQL saves your SQL for the last "
+             "question instead, /note TEXT saves a note about the database.")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -144,6 +146,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history.clear()
             display.err.print("new conversation", markup=False)
             continue
+        if question.split(" ", 1)[0] in ("/right", "/correct", "/note"):
+            try:
+                _teach_in_chat(conn, question, history)
+            except SlimsqlError as err:
+                print_error(err)
+            continue
         if not interactive and not args.json:
             display.out.print(Text(f"\n{question}", style="bold"))
         try:
@@ -159,6 +167,34 @@ def cmd_chat(args: argparse.Namespace) -> int:
             display.show_sql(answer.sql)
             display.show_rows(answer.columns, answer.rows, answer.truncated,
                               f"{answer.model}  {display.timings_line(answer.timings)}")
+
+
+def _teach_in_chat(conn: Connection, line: str, history: list) -> None:
+    """``/right``, ``/correct SQL`` or ``/note TEXT`` in ``slimsql chat``: saved in the knowledge file."""
+    command, _, rest = line.partition(" ")
+    rest = rest.strip()
+    if command == "/note":
+        if not rest:
+            raise InputError("/note needs the note's text")
+        conn.teach(note=rest)
+        display.err.print(f"saved the note in {conn.knowledge_path}", markup=False)
+        return
+    if not history:
+        raise InputError(f"{command} needs an answered question first")
+    last = history[-1]
+    if command == "/correct":
+        if not rest:
+            raise InputError("/correct needs the right SQL for the last question")
+        result = conn.sql(rest)  # shown first: the person sees what they are saving
+        display.show_rows(result.columns, result.rows, result.truncated, f"execution {result.seconds:.3f}s")
+        conn.teach(example=(last.question, rest))
+        history[-1] = type(last)(last.question, rest)  # a follow-up builds on the corrected query
+        display.err.print(f"saved the correction of {last.question!r} in {conn.knowledge_path}", markup=False)
+        return
+    if rest:
+        raise InputError("/right takes nothing after it")
+    conn.teach(example=(last.question, last.sql))
+    display.err.print(f"saved {last.question!r} and its SQL as an example in {conn.knowledge_path}", markup=False)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
