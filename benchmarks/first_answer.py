@@ -122,10 +122,55 @@ def question_options(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def taught_examples(db: Path, count: int) -> list[tuple[str, str]]:
+    """``count`` question/SQL pairs on the demo database, from templates over its tables, columns
+    and values: a knowledge file of a size a user may teach (their wording matters less here
+    than their number: this measures what a file of that size costs a question)."""
+    import sqlite3
+
+    pairs: list[tuple[str, str]] = []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        for table in tables:
+            pairs.append((f"How many {table.replace('_', ' ')} are there?", f"SELECT count(*) FROM {table}"))
+        for table in tables:
+            for _, column, kind, *_ in con.execute(f"PRAGMA table_info({table})"):
+                words = f"{column.replace('_', ' ')} of the {table.replace('_', ' ')}"
+                pairs.append((f"List the {words}.", f"SELECT {column} FROM {table}"))
+                if kind == "TEXT":
+                    for (value,) in con.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL "
+                                                f"ORDER BY {column} LIMIT 12"):
+                        quoted = str(value).replace("'", "''")
+                        pairs.append((f"How many {table.replace('_', ' ')} have {column.replace('_', ' ')} {value}?",
+                                      f"SELECT count(*) FROM {table} WHERE {column} = '{quoted}'"))
+                elif kind in ("REAL", "INTEGER") and not column.endswith("_id"):
+                    pairs += [(f"What is the average {words}?", f"SELECT avg({column}) FROM {table}"),
+                              (f"What is the largest {words}?", f"SELECT max({column}) FROM {table}")]
+    if len(pairs) < count:
+        raise SystemExit(f"the templates give {len(pairs)} examples, fewer than {count}")
+    return pairs[:count]
+
+
+def write_knowledge(db: Path, count: int) -> Path:
+    """The demo's own knowledge file, with ``count`` examples in all (its three, then templated ones)."""
+    from slimsql import knowledge as kn
+    from slimsql.demo import demo_knowledge
+
+    shipped = demo_knowledge()
+    extra = [kn.Example(kn.entry_id("e", q, sql), q, sql)
+             for q, sql in taught_examples(db, max(0, count - len(shipped.examples)))]
+    path = kn.default_path(db)
+    kn.update(path, lambda _: kn.Knowledge(notes=shipped.notes, descriptions=shipped.descriptions,
+                                           examples=shipped.examples + tuple(extra)))
+    return path
+
+
 def question_suites(args: argparse.Namespace, folder: Path) -> dict[str, list[tuple[Path, str]]]:
     """The questions those benchmarks ask: the demo database's (built in ``folder``), and the
     seeded Spider dev sample where Spider is present."""
     demo = build_demo(folder / "shop.sqlite")
+    if getattr(args, "knowledge", 0):
+        write_knowledge(demo, args.knowledge)
     suites = {"demo": [(demo, q) for q in DEMO_QUESTIONS + DEMO_EXTRA]}
     if spider := spider_sample(args.spider_dbs, args.per_db, args.seed):
         suites["spider-dev-sample"] = spider
@@ -139,12 +184,16 @@ def main() -> int:
                              "the summaries pool them")
     parser.add_argument("--slimsql", default=DEFAULT_COMMAND,
                         help="the slimsql command to time (e.g. a script running another checkout)")
+    parser.add_argument("--knowledge", type=int, default=0, metavar="N",
+                        help="give the demo database a knowledge file of N examples (its notes, descriptions "
+                             "and three examples, then templated ones) and ask with it")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     suites = question_suites(args, Path(tmp.name))
     results = {"benchmark": "slimsql first answer (a new process per question)",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                "model": args.model, "preset": args.preset, "command": "python " + " ".join(sys.argv),
+               "knowledge_examples": args.knowledge or None,  # the demo database's taught examples
                "SLIMSQL_PRELOAD": os.environ.get("SLIMSQL_PRELOAD"),  # 0: the model loads after the imports
                # this checkout's imports; not measured when timing another command
                "import_s": {m: import_seconds(m) for m in ("slimsql.cli", "llama_cpp")}
@@ -153,7 +202,8 @@ def main() -> int:
                "repeats": args.repeats,
                "with_cache": run(suites, args.model, args.preset, True, args.slimsql, args.repeats),
                "without_cache": run(suites, args.model, args.preset, False, args.slimsql)}
-    out = args.out or ROOT / "benchmarks" / "results" / f"first-answer-{args.model}-{args.preset}.json"
+    taught = f"-knowledge{args.knowledge}" if args.knowledge else ""
+    out = args.out or ROOT / "benchmarks" / "results" / f"first-answer-{args.model}-{args.preset}{taught}.json"
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print("| suite | prefix cache | first on a database: median s | seen before: median s | p90 s | answered |")
     print("|---|---|---|---|---|---|")

@@ -23,7 +23,7 @@ GENERATED_WEIGHT = 0.8
 VALUE = "<value>"
 
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|“[^”]*”")
-_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
+_NUMBER = re.compile(r"[+-]?\b\d+(?:[.,:/-]\d+)*\b")
 _WORD = re.compile(r"<value>|[^\W_]+", re.UNICODE)
 #: Words too common in questions to tell two apart.
 STOP = frozenset("""a an the of in on at to for by with from and or is are was were be been do does did
@@ -32,12 +32,12 @@ every any me show list give find return tell please i we our us you your""".spli
 
 
 def words(question: str) -> list[str]:
-    """A question as the words BM25 compares: lower case, values masked, stop words out,
-    a plural's final s dropped."""
+    """A question as the words BM25 compares: lower case, values masked (a run of them, such as
+    a phone number's groups, is one value), stop words out, a plural's final s dropped."""
     text = _NUMBER.sub(f" {VALUE} ", _QUOTED.sub(f" {VALUE} ", question.lower()))
-    out = []
+    out: list[str] = []
     for word in _WORD.findall(text):
-        if word in STOP:
+        if word in STOP or (word == VALUE and out and out[-1] == VALUE):
             continue
         if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
             word = word[:-1]
@@ -60,7 +60,7 @@ class ExampleIndex:
         self._idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in frequency.items()}
 
     def scores(self, question: str) -> list[float]:
-        asked = words(question)
+        asked = set(words(question))  # a word asked twice counts once
         out = []
         for example, doc, length in zip(self.examples, self._docs, self._lengths):
             score = 0.0
