@@ -11,7 +11,8 @@ demo: setup $(DB)                       ## set up, build the demo DB, answer the
 	$(BIN)/slimsql models --prepare qwen2.5-coder-0.5b
 	$(BIN)/slimsql schema --db $(DB) --warm
 	$(BIN)/slimsql ask --db $(DB) --demo-questions
-	@echo "\nThe same question without what the demo teaches slimsql ($(DB).knowledge.yaml):"
+	@echo ""
+	@echo "The same question without what the demo teaches slimsql ($(DB).knowledge.yaml):"
 	-$(BIN)/slimsql ask --db $(DB) --no-knowledge "What is the total revenue per product category?"
 
 setup: $(VENV)/.slimsql-setup           ## venv + slimsql + llama.cpp + the embedded model
