@@ -147,8 +147,8 @@ def llama_greedy(backend, prompt: str, n: int = N_TOKENS) -> str:
 
 # -- gguf-lora -------------------------------------------------------------------------
 
-def test_lora_gguf_on_the_unchanged_base_gives_the_pytorch_greedy_tokens(run_dir, base_gguf, peft_model, registry,
-                                                                         tmp_path):
+def test_lora_gguf_on_the_unchanged_base_gives_the_pytorch_distributions(run_dir, base_gguf, peft_model, registry,
+                                                                       tmp_path):
     from slimsql.backends.llama_cpp import LlamaCppBackend
 
     base_hash = models.sha256_file(base_gguf)
@@ -250,7 +250,7 @@ def test_a_full_fine_tune_exports_its_own_weights(tiny_qwen, registry, tmp_path)
 
 # -- merged gguf -----------------------------------------------------------------------
 
-def test_merged_gguf_export_f16_gives_the_pytorch_greedy_tokens(run_dir, peft_model, converter, registry):
+def test_merged_gguf_export_f16_gives_the_pytorch_distributions(run_dir, peft_model, converter, registry):
     from slimsql.backends.llama_cpp import LlamaCppBackend
 
     done = ex.export(run_dir, "gguf", quant="f16")
