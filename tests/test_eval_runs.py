@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from slimsql import cli
+from slimsql import cli, knowledge
 from slimsql.backends.scripted import ScriptedBackend
 from slimsql.errors import InputError, ModelError
 from slimsql.eval import datasets
@@ -399,3 +399,33 @@ def test_a_run_stopped_before_its_end_can_be_compared(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError, match="not a run folder"):
         compare(base, empty)
+
+
+def test_cli_eval_teach_splits_keeps_the_knowledge_and_has_a_baseline(spider_like, tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def answer(messages, cfg):
+        seen.append(messages[-1]["content"])
+        return "SELECT count(*) FROM item"
+
+    monkeypatch.setattr("slimsql.eval.cli.load_backend", lambda name, **kw: ScriptedBackend(answer))
+    taught, plain = tmp_path / "taught", tmp_path / "plain"
+    assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(taught), "--teach", "1",
+                     "--preset", "fast"]) == 0
+    records = load_records(taught / "predictions.jsonl")
+    files = sorted(p.name for p in (taught / "knowledge").iterdir())
+    assert files == ["gone.knowledge.yaml", "shop.knowledge.yaml", "zoo.knowledge.yaml"]
+    taught_sql = {e.sql for f in (taught / "knowledge").iterdir() for e in knowledge.load(f).examples}
+    assert len(records) == 2 and not {r.gold_sql for r in records} & taught_sql  # shop's other two queries
+    assert any("Examples of questions on this database" in m for m in seen)
+    assert json.loads((taught / "config.json").read_text())["knowledge"] == "teach 1"
+    seen.clear()
+    assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(plain), "--teach", "1",
+                     "--no-knowledge", "--preset", "fast"]) == 0
+    assert [r.id for r in load_records(plain / "predictions.jsonl")] == [r.id for r in records]
+    assert seen and not any("Examples of questions" in m for m in seen)  # the same examples, not shown
+    capsys.readouterr()
+    for argv in (["--teach", "0"], ["--teach", "1", "--knowledge-dir", str(taught / "knowledge")],
+                 ["--knowledge-dir", str(tmp_path), "--no-knowledge"]):
+        assert cli.main(["eval", "spider", "--data", str(spider_like), "--out", str(tmp_path / "x"), *argv]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
