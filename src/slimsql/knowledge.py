@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,6 @@ class Knowledge:
     notes: tuple[Note, ...] = ()
     descriptions: tuple[Description, ...] = ()
     examples: tuple[Example, ...] = ()
-    _index: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.notes or self.descriptions or self.examples)
