@@ -228,8 +228,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     conn = _connection(args)
     taught = conn.knowledge  # the descriptions and notes taught for it, as the model sees them
     text = (render_compact if args.compact else render_create)(taught.apply(conn.schema))
-    notes = "".join(f"\n-- - {line}" for line in taught.note_lines())
-    print(display.visible(text + (f"\n\n-- Notes on this database:{notes}" if notes else "")))
+    print(display.visible(text + STYLES[DEFAULT_STYLE].notes_block(taught.note_lines())))
     for name, reason in getattr(conn.db, "skipped", ()):
         display.err.print(display.visible(f"warning: left out {name!r}: {reason}"), markup=False, soft_wrap=True)
     return 0

@@ -106,6 +106,9 @@ class Connection:
             changes.append(knowledge_file.with_example(question, sql, "generated" if generated else "verified"))
         if describe is not None or synonyms:
             target, text = describe if describe is not None else ("", "")
+            why = knowledge_file.missing(self.schema, target)
+            if why:
+                raise InputError(f"cannot describe {target!r}: the database has {why}")
             changes.append(knowledge_file.with_description(target, text, tuple(synonyms)))
         if not changes:
             raise InputError("nothing to teach: give a note, an example or a description")

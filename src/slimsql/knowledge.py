@@ -379,9 +379,11 @@ def update(path: str | Path, change) -> Knowledge:
 def with_note(text: str):
     text = _text({"text": text}, "text", "the note")
 
+    note = Note(entry_id("n", text), text)
+
     def change(k: Knowledge) -> Knowledge:
-        note = Note(entry_id("n", text), text)
         return k if k.find(note.id) else replace(k, notes=k.notes + (note,))
+    change.entry = note.id  # what the change adds, by id
     return change
 
 
@@ -394,6 +396,7 @@ def with_example(question: str, sql: str, source: str = "verified"):
             return replace(k, examples=tuple(replace(e, source="verified") if e.id == example.id and
                                              source == "verified" else e for e in k.examples))
         return replace(k, examples=k.examples + (example,))
+    change.entry = example.id
     return change
 
 
@@ -403,6 +406,7 @@ def with_description(target: str, text: str = "", synonyms: tuple[str, ...] = ()
     def change(k: Knowledge) -> Knowledge:
         kept = tuple(d for d in k.descriptions if d.target.lower() != new.target.lower())
         return replace(k, descriptions=kept + (new,))
+    change.entry = new.target
     return change
 
 
@@ -436,6 +440,17 @@ class Problem:
     message: str
 
 
+def missing(schema: Schema, target: str) -> str | None:
+    """Why ``target`` (``table`` or ``table.column``) names nothing in ``schema``; None if it names something."""
+    table_name, _, column = target.partition(".")
+    table = schema.table(table_name)
+    if table is None:
+        return f"no table {table_name!r}"
+    if column and column.lower() not in {c.name.lower() for c in table.columns}:
+        return f"no column {column!r} in {table.name}"
+    return None
+
+
 def check(knowledge: Knowledge, db) -> list[Problem]:
     """What in ``knowledge`` no longer fits ``db``: examples whose SQL fails or is refused (a
     schema change broke them) and descriptions of tables or columns that are gone."""
@@ -447,10 +462,7 @@ def check(knowledge: Knowledge, db) -> list[Problem]:
         except SlimsqlError as err:
             problems.append(Problem(example.id, f"{example.question!r}: {err}"))
     for described in knowledge.descriptions:
-        table_name, _, column = described.target.partition(".")
-        table = schema.table(table_name)
-        if table is None:
-            problems.append(Problem(described.target, f"no table {table_name!r}"))
-        elif column and column.lower() not in {c.name.lower() for c in table.columns}:
-            problems.append(Problem(described.target, f"no column {column!r} in {table.name}"))
+        why = missing(schema, described.target)
+        if why:
+            problems.append(Problem(described.target, why))
     return problems

@@ -65,7 +65,7 @@ class PromptStyle:
         database (after the schema); ``examples``: (question, SQL) demonstrations for this
         question, shown before it."""
         fields = {
-            "schema": (schema if isinstance(schema, str) else self.schema_format(schema)) + self._notes(notes),
+            "schema": (schema if isinstance(schema, str) else self.schema_format(schema)) + self.notes_block(notes),
             "dialect": _DIALECT_NAMES.get(dialect, dialect),
         }
         history = list(history)[-MAX_HISTORY:]
@@ -83,7 +83,8 @@ class PromptStyle:
                 out.append({"role": "assistant", "content": history[i].sql.strip()})
         return out
 
-    def _notes(self, notes: Sequence[str]) -> str:
+    def notes_block(self, notes: Sequence[str]) -> str:
+        """The notes as they follow the schema ("" for none)."""
         lines = [" ".join(n.split()) for n in notes if n.strip()]
         if not lines:
             return ""

@@ -44,8 +44,6 @@ def cmd_teach(args: argparse.Namespace) -> int:
     describe = tuple(args.describe) if args.describe else None
     if synonyms and describe is None:
         raise InputError("--synonyms go with --describe TABLE[.COLUMN] TEXT")
-    if describe is not None:
-        _check_target(conn, describe[0])
     before = conn.knowledge
     after = conn.teach(note=args.note, example=tuple(args.example) if args.example else None, describe=describe,
                        synonyms=synonyms)
@@ -53,16 +51,6 @@ def cmd_teach(args: argparse.Namespace) -> int:
     what = ", ".join(e.id for e in added) or (describe[0] if describe else "nothing new")
     display.err.print(f"taught {what} in {path}", markup=False)
     return 0
-
-
-def _check_target(conn: Connection, target: str) -> None:
-    table_name, _, column = target.partition(".")
-    table = conn.schema.table(table_name)
-    if table is None:
-        raise InputError(f"no table {table_name!r} in the database; tables: {', '.join(conn.schema.names())}")
-    if column and column.lower() not in {c.name.lower() for c in table.columns}:
-        raise InputError(f"no column {column!r} in {table.name}; columns: "
-                         f"{', '.join(c.name for c in table.columns)}")
 
 
 def _list(conn: Connection, as_json: bool) -> int:

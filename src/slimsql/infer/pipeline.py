@@ -152,14 +152,13 @@ def link(db: Database, backend: Backend, schema: Schema, question: str, settings
 
 
 def recall(knowledge: Knowledge | None, question: str, settings: Settings, trace: Trace) -> list[tuple[str, str]]:
-    """The taught examples to show for ``question`` (recorded in ``trace`` with the notes shown)."""
+    """The taught examples to show for ``question`` (recorded in ``trace``)."""
     if not knowledge:
         return []
     from . import recall as recalling
 
     chosen = recalling.recall(knowledge, question, settings.examples)
     trace.examples = [e.id for e in chosen]
-    trace.notes = [n.id for n in knowledge.notes]
     return [(e.question, e.sql) for e in chosen]
 
 
@@ -177,6 +176,7 @@ def prompt(db: Database, backend: Backend, schema: Schema, question: str, settin
     shown, values = link(db, backend, schema, question, settings, trace)
     examples = recall(knowledge, question, settings, trace)
     notes = knowledge.note_lines() if knowledge else ()
+    trace.notes = [n.id for n in knowledge.notes] if knowledge else []
     return shown, render(shown, question, settings, values, history, notes, examples)
 
 

@@ -425,21 +425,20 @@ class Service:
         if example is not None:
             question, sql = example
             rows, seconds = self.limits(None, None)
-            sql = kn.checked_example(PooledDatabase(served, None, rows, seconds), question, sql)
-            change, entry = kn.with_example(question, sql), kn.entry_id("e", question.strip(), sql)
+            change = kn.with_example(question, kn.checked_example(PooledDatabase(served, None, rows, seconds),
+                                                                  question, sql))
         elif note is not None:
-            change, entry = kn.with_note(note), kn.entry_id("n", note.strip())
+            change = kn.with_note(note)
         elif describe is not None:
             target, text, synonyms = describe
-            table_name, _, column = target.partition(".")
-            table = served.schema.table(table_name)
-            if table is None or (column and column.lower() not in {c.name.lower() for c in table.columns}):
-                raise InputError(f"{name} has no table or column {target!r}")
-            change, entry = kn.with_description(target, text, tuple(synonyms)), target
+            why = kn.missing(served.schema, target)
+            if why:
+                raise InputError(f"{name} has {why}")
+            change = kn.with_description(target, text, tuple(synonyms))
         else:
             raise InputError("nothing to teach: give a note, an example or a description")
         saved = served.knowledge.update(change)
-        return {"db": name, "id": entry, "summary": saved.summary()}
+        return {"db": name, "id": change.entry, "summary": saved.summary()}
 
     def forget(self, name: str, entry: str) -> dict[str, Any]:
         served = self.database(name)
